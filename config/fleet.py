@@ -1,0 +1,201 @@
+"""The contract between avatar workers and routers, written once.
+
+Redis layout (one pool per region; every key of a pool shares the hash tag ``{pool:<region>}``
+so that each Lua script touches one cluster slot):
+
+=============================  ======  =====================================================
+key                            type    meaning
+=============================  ======  =====================================================
+``{pool:R}:workers:load``      zset    worker id -> lessons assigned (active + reserved)
+``{pool:R}:workers:seen``      zset    worker id -> last heartbeat, ms of Redis ``TIME``
+``{pool:R}:worker:<id>``       hash    capacity, state, epoch, region, active, seen_ms
+``{pool:R}:worker:<id>:lessons`` set   lesson ids assigned to the worker (for the reconciler)
+``{pool:R}:lesson:<id>``       hash    worker, fence, region
+``{pool:R}:fence``             string  fence counter (INCR); fences only grow
+=============================  ======  =====================================================
+
+A worker heartbeats every ``heartbeat_interval_s`` with :func:`heartbeat` (Lua, Redis time);
+a router treats a worker whose ``seen`` is older than ``heartbeat_ttl_s`` as dead.
+
+Dispatch: the router dispatches the avatar to the agent name :func:`agent_name` with
+:class:`DispatchMetadata` as the job metadata; the worker's ``request_fnc`` accepts the job only
+while its fence is still the lesson's current fence in Redis (:func:`fence_is_current`).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LUA_DIR = Path(__file__).with_name("lua")
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+# --- LiveKit names: the stock avatar protocol (livekit-agents DataStreamAudioOutput) ---------
+AUDIO_STREAM_TOPIC = "lk.audio_stream"
+RPC_CLEAR_BUFFER = "lk.clear_buffer"
+RPC_PLAYBACK_STARTED = "lk.playback_started"
+RPC_PLAYBACK_FINISHED = "lk.playback_finished"
+ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+# --- our own additions ---------------------------------------------------------------------
+RPC_SAY = "avatar.say"  # payload: SayRequest JSON; makes the avatar speak lesson text
+AVATAR_AUDIO_TRACK = "avatar_audio"
+AVATAR_VIDEO_TRACK = "avatar_video"
+
+
+def valid_id(value: str) -> bool:
+    """Lesson and worker ids: 1-64 of ``A-Z a-z 0-9 _ -``."""
+    return bool(_ID_RE.match(value))
+
+
+def agent_name(worker_id: str) -> str:
+    """The unique agent name a worker registers under, so an explicit dispatch reaches it alone."""
+    return f"avatar-{worker_id}"
+
+
+def room_name(lesson_id: str) -> str:
+    return f"lesson-{lesson_id}"
+
+
+def avatar_identity(lesson_id: str) -> str:
+    """Stable per lesson: a re-dispatched avatar replaces a dead one's participant."""
+    return f"avatar-{lesson_id}"
+
+
+class WorkerState(enum.StrEnum):
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class DispatchMetadata(BaseModel):
+    """What a router puts in an explicit dispatch's metadata (JSON)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    lesson_id: str = Field(pattern=ID_PATTERN)
+    worker_id: str = Field(pattern=ID_PATTERN)
+    fence: int = Field(ge=1)
+    region: str | None = None
+    voice_agent_identity: str | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> DispatchMetadata:
+        return cls.model_validate_json(data)
+
+
+class SayRequest(BaseModel):
+    """Payload of :data:`RPC_SAY`."""
+
+    text: str = Field(min_length=1, max_length=5000)
+    language: str = Field("en", pattern=r"^[a-z]{2,3}(-[a-zA-Z]{2,4})?$")
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolKeys:
+    """Every Redis key of one region's pool."""
+
+    region: str
+
+    @property
+    def tag(self) -> str:
+        return "{pool:" + self.region + "}"
+
+    @property
+    def workers_load(self) -> str:
+        return f"{self.tag}:workers:load"
+
+    @property
+    def workers_seen(self) -> str:
+        return f"{self.tag}:workers:seen"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.tag}:fence"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.tag}:worker:{worker_id}"
+
+    def worker_lessons(self, worker_id: str) -> str:
+        return f"{self.tag}:worker:{worker_id}:lessons"
+
+    def lesson(self, lesson_id: str) -> str:
+        return f"{self.tag}:lesson:{lesson_id}"
+
+
+def lua_source(name: str) -> str:
+    return (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass
+class WorkerStatus:
+    """What one heartbeat says."""
+
+    worker_id: str
+    region: str
+    capacity: int
+    active: int
+    state: WorkerState
+    epoch: int
+
+
+class FleetMember:
+    """A worker's side of the contract: register once, heartbeat every second, drain, leave.
+
+    Uses a ``redis.asyncio.Redis`` client. The heartbeat script is loaded once and called by SHA
+    (``Script`` reloads it if Redis was restarted).
+    """
+
+    def __init__(self, redis, worker_id: str, region: str, capacity: int) -> None:
+        if not valid_id(worker_id):
+            raise ValueError(f"worker id {worker_id!r} must match {ID_PATTERN}")
+        self.redis = redis
+        self.keys = PoolKeys(region)
+        self.worker_id = worker_id
+        self.region = region
+        self.capacity = capacity
+        self.epoch = 0
+        self.state = WorkerState.STARTING
+        self._script = redis.register_script(lua_source("heartbeat"))
+
+    async def register(self) -> int:
+        """Start a new epoch for this worker id (a restart is a new epoch) and heartbeat."""
+        self.epoch = int(await self.redis.hincrby(self.keys.worker(self.worker_id), "epoch", 1))
+        self.state = WorkerState.SERVING
+        await self.heartbeat(0)
+        return self.epoch
+
+    async def heartbeat(self, active: int) -> int:
+        """Write capacity/state/active; returns Redis time in ms."""
+        k = self.keys
+        return int(
+            await self._script(
+                keys=[k.worker(self.worker_id), k.workers_seen, k.workers_load],
+                args=[self.worker_id, self.capacity, str(self.state), self.epoch, self.region, active],
+            )
+        )
+
+    async def drain(self, active: int) -> None:
+        """Mark draining first: routers stop assigning before anything else happens."""
+        self.state = WorkerState.DRAINING
+        await self.heartbeat(active)
+
+    async def leave(self) -> None:
+        self.state = WorkerState.STOPPED
+        await self.heartbeat(0)
+        await self.redis.zrem(self.keys.workers_seen, self.worker_id)
+
+    async def fence_is_current(self, meta: DispatchMetadata) -> bool:
+        """True when the dispatch's fence is still the lesson's current one and names us."""
+        row = await self.redis.hmget(self.keys.lesson(meta.lesson_id), "worker", "fence")
+        worker, fence = (v.decode() if isinstance(v, bytes) else v for v in row)
+        return worker == meta.worker_id == self.worker_id and fence == str(meta.fence)

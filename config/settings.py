@@ -1,0 +1,142 @@
+"""Typed settings for every process of the fleet.
+
+One source of truth: ``config/defaults.yaml`` < a ``.env`` file < environment variables, all
+under the prefix ``AVATAR_`` (nested fields with ``__``, e.g. ``AVATAR_VIDEO__FPS=30``).
+A bad value stops the process at start with :class:`SettingsError`, whose message names the
+setting (as the environment variable a user would set) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from config.regions import RegionsConfig, load_regions
+
+ENV_PREFIX = "AVATAR_"
+DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed; the message says which and why."""
+
+
+class LiveKitSettings(BaseModel):
+    url: str = "ws://127.0.0.1:7880"
+    api_key: str = Field("devkey", min_length=1)
+    api_secret: SecretStr = SecretStr("secret")
+
+    @field_validator("url")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        if not v.startswith(("ws://", "wss://", "http://", "https://")):
+            raise ValueError("must start with ws://, wss://, http:// or https://")
+        return v
+
+    @property
+    def http_url(self) -> str:
+        """The same server as an http(s) URL, for the server API (livekit-api)."""
+        return self.url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
+class WorkerSettings(BaseModel):
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    capacity: int = Field(8, ge=1, le=4096)
+    heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
+    heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
+
+    def resolved_id(self) -> str:
+        """The configured id, or one made from the host name and pid (stable for the process)."""
+        if self.id:
+            return self.id
+        host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())
+        return f"{host[:40]}-{os.getpid()}"
+
+
+class VideoSettings(BaseModel):
+    width: int = Field(512, ge=64, le=4096, multiple_of=2)
+    height: int = Field(512, ge=64, le=4096, multiple_of=2)
+    fps: Literal[25, 30] = 25
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        yaml_file=DEFAULTS_FILE,
+    )
+
+    livekit: LiveKitSettings = LiveKitSettings()
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    regions_file: Path | None = None
+    region: str = Field("local", pattern=r"^[a-z0-9-]{1,32}$")
+    worker: WorkerSettings = WorkerSettings()
+    video: VideoSettings = VideoSettings()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier wins: explicit arguments, then the environment, then .env, then the YAML defaults.
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            YamlConfigSettingsSource(settings_cls),
+        )
+
+    def regions(self) -> RegionsConfig:
+        """The regions YAML (``regions_file`` or the shipped one), validated."""
+        return load_regions(self.regions_file)
+
+
+def _env_name(loc: tuple[object, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc if not isinstance(p, int))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings`, turning validation errors into one readable SettingsError."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings.regions()  # a broken regions file is a start-up error too
+        return settings
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"{_env_name(err['loc'])}: {err['msg']}{shown}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

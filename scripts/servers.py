@@ -1,0 +1,324 @@
+"""Real servers on loopback for tests, benchmarks and the local stack.
+
+Each server is a context manager that starts the real program on free loopback ports, waits
+until it answers, and stops it (SIGTERM, then SIGKILL). Nothing here is a mock:
+
+* :class:`LiveKitServer`  - livekit-server v1.13.5 built with ``go install`` into ``.cache/bin``
+  (dev keys ``devkey``/``secret``); pass ``redis_url`` for the multi-node variant.
+* :class:`RedisServer`    - Debian ``redis-server``, no persistence unless asked.
+* :class:`NginxServer`    - Debian ``nginx`` with a generated config, ``nginx -t`` first.
+
+Missing programs are installed by ``scripts/setup.sh``; the LiveKit build also runs here on
+first use (it is cached, so later runs only check the binary's version).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("scripts.servers")
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("AVATAR_CACHE_DIR", REPO / ".cache"))
+LIVEKIT_VERSION = "1.13.5"
+LIVEKIT_MODULE = f"github.com/livekit/livekit-server/cmd/server@v{LIVEKIT_VERSION}"
+DEV_KEY, DEV_SECRET = "devkey", "secret"
+
+
+class ServerError(RuntimeError):
+    """A server could not be found, built, started or did not become ready."""
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that is free on 127.0.0.1 right now (TCP by default, UDP with SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_tcp_udp_port() -> int:
+    """A port number free for both TCP and UDP (LiveKit's RTC ports)."""
+    for _ in range(50):
+        p = free_port(socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError), socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+            return p
+    raise ServerError("no port free for both TCP and UDP")
+
+
+def _wait(check: Callable[[], bool], proc: subprocess.Popen, what: str, timeout: float,
+          logfile: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerError(f"{what} exited with {proc.returncode}:\n{_tail(logfile)}")
+        with contextlib.suppress(OSError):
+            if check():
+                return
+        time.sleep(0.05)
+    raise ServerError(f"{what} not ready after {timeout:.0f}s:\n{_tail(logfile)}")
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+class _Process:
+    """A child process in its own session, logging to a file, stopped on exit."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"avatar-{self.name}-"))
+        self.logfile = self.workdir / f"{self.name}.log"
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        log.info("server.start", server=self.name, argv=argv[:3], log=str(self.logfile))
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, env={**os.environ, **(env or {})}, start_new_session=True,
+            )
+
+    def start(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+        log.info("server.stop", server=self.name, rc=p.returncode)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+def find_program(name: str, *extra_dirs: str) -> str:
+    path = shutil.which(name) or next(
+        (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).exists()), None)
+    if not path:
+        raise ServerError(f"{name} not found: run scripts/setup.sh (it apt-get installs it)")
+    return path
+
+
+class RedisServer(_Process):
+    name = "redis"
+
+    def __init__(self, port: int | None = None, persist: bool = False) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.persist = persist
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RedisServer:
+        argv = [find_program("redis-server", "/usr/sbin", "/usr/bin"), "--port", str(self.port),
+                "--bind", "127.0.0.1", "--dir", str(self.workdir), "--daemonize", "no",
+                "--protected-mode", "yes", "--loglevel", "warning"]
+        if not self.persist:
+            argv += ["--save", "", "--appendonly", "no"]
+        self._spawn(argv)
+        _wait(self._ping, self.proc, "redis-server", 20, self.logfile)
+        return self
+
+    def _ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+
+# --- LiveKit ----------------------------------------------------------------------------------
+
+def livekit_binary(build: bool = True) -> Path:
+    """Path to livekit-server v1.13.5: ``$AVATAR_LIVEKIT_BIN``, else ``.cache/bin``, built there
+    with ``go install`` when missing (locked, so parallel callers build once)."""
+    env_bin = os.environ.get("AVATAR_LIVEKIT_BIN")
+    if env_bin:
+        return Path(env_bin)
+    bindir = CACHE / "bin"
+    target = bindir / "livekit-server"
+    if target.exists() and _livekit_version(target) == LIVEKIT_VERSION:
+        return target
+    if not build:
+        raise ServerError(f"{target} missing: run scripts/setup.sh")
+    bindir.mkdir(parents=True, exist_ok=True)
+    with open(bindir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists() and _livekit_version(target) == LIVEKIT_VERSION:
+            return target
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        if not Path(go).exists():
+            raise ServerError("go not found: install Go >= 1.23 to build livekit-server")
+        gobin = bindir / "go-install"
+        log.info("livekit.build", module=LIVEKIT_MODULE, gobin=str(gobin))
+        r = subprocess.run([go, "install", LIVEKIT_MODULE], env={**os.environ, "GOBIN": str(gobin)},
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ServerError(f"go install {LIVEKIT_MODULE} failed:\n{r.stderr[-4000:]}")
+        (gobin / "server").replace(target)
+    return target
+
+
+def _livekit_version(binary: Path) -> str | None:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().rsplit(" ", 1)[-1] or None
+
+
+class LiveKitServer(_Process):
+    """livekit-server in dev mode on loopback: signal (HTTP/WS), RTC over TCP and one UDP port.
+
+    With ``redis_url`` it runs as a node of a multi-node deployment (rooms and agent dispatch
+    are routed through Redis), and several may share one Redis.
+    """
+
+    name = "livekit"
+
+    def __init__(self, redis_address: str | None = None, region: str | None = None) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.rtc_tcp_port = free_port()
+        self.rtc_udp_port = free_tcp_udp_port()
+        self.redis_address = redis_address
+        self.region = region
+        self.api_key, self.api_secret = DEV_KEY, DEV_SECRET
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def config_yaml(self) -> str:
+        lines = [
+            f"port: {self.port}",
+            "bind_addresses: ['127.0.0.1']",
+            "rtc:",
+            f"  tcp_port: {self.rtc_tcp_port}",
+            f"  udp_port: {self.rtc_udp_port}",
+            "  use_external_ip: false",
+            "  node_ip: 127.0.0.1",
+            "keys:",
+            f"  {self.api_key}: {self.api_secret}",
+            "logging:",
+            "  level: info",
+            "  json: true",
+            "room:",
+            "  empty_timeout: 30",
+            "  departure_timeout: 5",
+            "prometheus:",
+            "  port: 0",
+        ]
+        if self.redis_address:
+            lines += ["redis:", f"  address: {self.redis_address}"]
+        if self.region:
+            lines += [f"region: {self.region}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> LiveKitServer:
+        cfg = self.workdir / "livekit.yaml"
+        cfg.write_text(self.config_yaml())
+        self._spawn([str(livekit_binary()), "--config", str(cfg)])
+        _wait(self._ready, self.proc, "livekit-server", 60, self.logfile)
+        return self
+
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(self.http_url + "/", timeout=1) as r:
+            return r.status == 200
+
+
+# --- NGINX ------------------------------------------------------------------------------------
+
+class NginxServer(_Process):
+    """nginx run in the foreground with a generated config (the caller renders it; ``port`` is
+    reserved for the caller to put in its ``listen``). ``nginx -t`` runs before every start."""
+
+    name = "nginx"
+
+    def __init__(self, config_text: str, port: int | None = None) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.config_text = config_text
+        (self.workdir / "logs").mkdir()
+        self.conf = self.workdir / "nginx.conf"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def test_config(self) -> subprocess.CompletedProcess:
+        """``nginx -t`` on the generated config; raises ServerError with nginx's words."""
+        self.conf.write_text(self.config_text)
+        r = subprocess.run([find_program("nginx", "/usr/sbin"), "-t", "-p", str(self.workdir),
+                            "-c", str(self.conf)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ServerError(f"nginx -t failed:\n{r.stderr}")
+        return r
+
+    def start(self) -> NginxServer:
+        self.test_config()
+        self._spawn([find_program("nginx", "/usr/sbin"), "-p", str(self.workdir), "-c",
+                     str(self.conf), "-g", "daemon off;"])
+        _wait(self._ready, self.proc, "nginx", 20, self.logfile)
+        return self
+
+    def _ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+
+    def reload(self, config_text: str) -> None:
+        self.config_text = config_text
+        self.test_config()
+        os.kill(self.proc.pid, signal.SIGHUP)
