@@ -66,7 +66,14 @@ class WorkerSettings(BaseModel):
 class VideoSettings(BaseModel):
     width: int = Field(512, ge=64, le=4096, multiple_of=2)
     height: int = Field(512, ge=64, le=4096, multiple_of=2)
-    fps: Literal[25, 30] = 25
+    fps: int = 25
+
+    @field_validator("fps")
+    @classmethod
+    def _fps(cls, v: int) -> int:
+        if v not in (25, 30):
+            raise ValueError("Input should be 25 or 30")
+        return v
 
 
 class Settings(BaseSettings):
