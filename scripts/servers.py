@@ -49,6 +49,17 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """True when ``port`` can be bound on 127.0.0.1 for both TCP and UDP."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def free_tcp_udp_port() -> int:
     """A port number free for both TCP and UDP (LiveKit's RTC ports)."""
     for _ in range(50):
@@ -104,14 +115,15 @@ class _Process:
         p, self.proc = self.proc, None
         if p is None or p.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
+        # A second SIGTERM makes livekit-server skip its graceful drain; others exit on the first.
+        for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(5)
+                os.killpg(p.pid, sig)
+            try:
+                p.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         log.info("server.stop", server=self.name, rc=p.returncode)
 
     def kill(self) -> None:
@@ -224,11 +236,13 @@ class LiveKitServer(_Process):
 
     name = "livekit"
 
-    def __init__(self, redis_address: str | None = None, region: str | None = None) -> None:
+    def __init__(self, redis_address: str | None = None, region: str | None = None,
+                 port: int | None = None, rtc_tcp_port: int | None = None,
+                 rtc_udp_port: int | None = None) -> None:
         super().__init__()
-        self.port = free_port()
-        self.rtc_tcp_port = free_port()
-        self.rtc_udp_port = free_tcp_udp_port()
+        self.port = port or free_port()
+        self.rtc_tcp_port = rtc_tcp_port or free_port()
+        self.rtc_udp_port = rtc_udp_port or free_tcp_udp_port()
         self.redis_address = redis_address
         self.region = region
         self.api_key, self.api_secret = DEV_KEY, DEV_SECRET

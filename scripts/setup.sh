@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a Debian machine, idempotently:
+#   1. Debian packages: redis-server, nginx (apt-get update first).
+#   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
+#   3. livekit-server v1.13.5, built with `go install` into .cache/bin (skipped when present).
+# AVATAR_ACCEL=cpu|gpu|auto (default auto: gpu when nvidia-smi sees a GPU) picks onnxruntime or
+# onnxruntime-gpu; the two install the same module and must never be installed together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+# --- 1. Debian packages ------------------------------------------------------------------
+missing=()
+[ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || missing+=(redis-server)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# --- 2. Python environment ---------------------------------------------------------------
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(not (3,11) <= sys.version_info[:2] < (3,13))'; then
+      PY="$cand"; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { echo "Python 3.11 or 3.12 is required" >&2; exit 1; }
+
+ACCEL="${AVATAR_ACCEL:-auto}"
+if [ "$ACCEL" = auto ]; then
+  if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then ACCEL=gpu; else ACCEL=cpu; fi
+fi
+case "$ACCEL" in cpu|gpu) ;; *) echo "AVATAR_ACCEL must be cpu, gpu or auto (got $ACCEL)" >&2; exit 2;; esac
+EXTRAS="${AVATAR_EXTRAS:-$ACCEL,train,media,router,dev}"
+
+# Downloads are cached in an ignored folder (CI points this at a cache that outlives its clones).
+export PIP_CACHE_DIR="${AVATAR_PIP_CACHE:-$PWD/.cache/pip}"
+[ -x .venv/bin/python ] || { say "creating .venv with $PY"; "$PY" -m venv .venv; }
+stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+if [ ! -f "$stamp" ]; then
+  say "pip install -e .[$EXTRAS]"
+  # The other onnxruntime flavour would shadow this one: remove it first.
+  other=onnxruntime-gpu; [ "$ACCEL" = gpu ] && other=onnxruntime
+  .venv/bin/python -m pip uninstall -q -y "$other" >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# --- 3. LiveKit server ---------------------------------------------------------------------
+export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+say "livekit-server: $(.venv/bin/python -c 'from scripts.servers import livekit_binary; print(livekit_binary())')"

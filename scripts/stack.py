@@ -1,0 +1,81 @@
+"""The local stack: real servers on loopback for development, started by ``make run``.
+
+Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
+LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise; prints how to
+connect and writes the same as environment variables to ``.cache/stack.env``; stops everything
+on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from config.logs import get_logger, setup_logging
+from scripts.servers import CACHE, LiveKitServer, RedisServer, port_is_free
+
+log = get_logger("scripts.stack")
+
+
+def _port(preferred: int) -> int | None:
+    return preferred if port_is_free(preferred) else None
+
+
+def connection_env(redis: RedisServer, livekit: LiveKitServer) -> dict[str, str]:
+    """The settings (see config/settings.py) that point a router or worker at this stack."""
+    return {
+        "AVATAR_REDIS_URL": redis.url,
+        "AVATAR_LIVEKIT__URL": livekit.url,
+        "AVATAR_LIVEKIT__API_KEY": livekit.api_key,
+        "AVATAR_LIVEKIT__API_SECRET": livekit.api_secret,
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": livekit.api_key,
+        "LIVEKIT_API_SECRET": livekit.api_secret,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env-file", type=Path, default=CACHE / "stack.env",
+                        help="where to write the connection variables")
+    parser.add_argument("--exit-after-start", action="store_true",
+                        help="start, print, stop (a smoke test of the stack)")
+    args = parser.parse_args(argv)
+    setup_logging("info", "auto")
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer(port=_port(6379)))
+        livekit = stack.enter_context(LiveKitServer(
+            port=_port(7880), rtc_tcp_port=_port(7881), rtc_udp_port=_port(7882)))
+        env = connection_env(redis, livekit)
+        args.env_file.parent.mkdir(parents=True, exist_ok=True)
+        args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        print(
+            "\nLocal stack is up (Ctrl-C stops it):\n"
+            f"  LiveKit  {livekit.url}   keys {livekit.api_key} / {livekit.api_secret}"
+            f"   RTC tcp {livekit.rtc_tcp_port} udp {livekit.rtc_udp_port}\n"
+            f"  Redis    {redis.url}\n"
+            f"  Logs     {livekit.logfile}  {redis.logfile}\n"
+            f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n",
+            flush=True,
+        )
+        log.info("stack.ready", livekit=livekit.url, redis=redis.url)
+        while not stop.is_set() and not args.exit_after_start:
+            if not (redis.running and livekit.running):
+                log.error("stack.server_died", redis=redis.running, livekit=livekit.running)
+                return 1
+            stop.wait(1.0)
+        log.info("stack.stopping")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
