@@ -145,5 +145,6 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"{_env_name(err['loc'])}: {err['msg']}{shown}")
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{_env_name(err['loc'])}: {msg}{shown}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

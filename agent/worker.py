@@ -1,0 +1,180 @@
+"""The avatar worker process: a livekit-agents ``AgentServer`` that is also a fleet member.
+
+* registers under the unique agent name ``avatar-<worker_id>`` (explicit dispatch only);
+* heartbeats into its region's Redis pool every ``heartbeat_interval_s`` (config/fleet.py);
+* ``load_fnc`` = active sessions / capacity (CPU load is the wrong signal for a GPU worker);
+* ``request_fnc`` accepts a job only while its fence is the lesson's current one in Redis, and
+  joins as the avatar participant (``avatar_identity(lesson)``, ``lk.publish_on_behalf``);
+* SIGTERM (the CLI calls :meth:`drain`): mark draining in Redis first, accept nothing new, let
+  running lessons finish, then leave the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis.asyncio as aioredis
+from livekit.agents import AgentServer, JobExecutorType, JobRequest
+from pydantic import ValidationError
+
+from config.fleet import (
+    ATTR_PUBLISH_ON_BEHALF,
+    DispatchMetadata,
+    FleetMember,
+    agent_name,
+    avatar_identity,
+)
+from config.logs import get_logger, setup_logging
+from config.metrics import counter, gauge
+from config.settings import Settings
+
+log = get_logger("agent.worker")
+
+JOBS = counter("avatar_jobs_total", "Dispatches seen by this worker, by outcome", ("result",))
+SESSIONS = gauge("avatar_sessions_active", "Avatar sessions running on this worker")
+
+
+class AvatarServer(AgentServer):
+    """AgentServer + fleet membership. Build it with :func:`build_server`."""
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker.resolved_id()
+        self.capacity = settings.worker.capacity
+        super().__init__(
+            ws_url=settings.livekit.url,
+            api_key=settings.livekit.api_key,
+            api_secret=settings.livekit.api_secret.get_secret_value(),
+            load_fnc=self.current_load,
+            load_threshold=1.0,  # full exactly at capacity; the router never over-assigns
+            **kwargs,
+        )
+        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.fleet = FleetMember(self.redis, self.worker_id, settings.region, self.capacity)
+        self.log = log.bind(worker_id=self.worker_id, region=settings.region)
+        self._heartbeat_task: asyncio.Task | None = None
+        self._lessons: dict[str, int] = {}  # lesson id -> fence, of sessions running here
+
+    # -- load and membership ---------------------------------------------------------------
+    @property
+    def active_sessions(self) -> int:
+        return len(self.active_jobs)
+
+    def current_load(self, _server: AgentServer | None = None) -> float:
+        return min(1.0, self.active_sessions / self.capacity)
+
+    async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
+        # The livekit-agents CLI adds its own root handler before calling run(): put ours back
+        # so that every line (ours and the SDK's) is written once, as structlog JSON.
+        setup_logging(self.settings.log_level, self.settings.log_format)
+        await self.fleet.register()
+        self.log.info("fleet.registered", epoch=self.fleet.epoch, capacity=self.capacity,
+                      agent_name=agent_name(self.worker_id))
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="fleet-heartbeat")
+        try:
+            await super().run(devmode=devmode, unregistered=unregistered)
+        finally:
+            await self._stop_heartbeat()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.worker.heartbeat_interval_s
+        while True:
+            try:
+                await self.fleet.heartbeat(self.active_sessions)
+                SESSIONS.set(self.active_sessions)
+            except (aioredis.RedisError, OSError) as exc:
+                # Keep serving the lessons we have; the router will see us as stale if this lasts.
+                self.log.warning("fleet.heartbeat_failed", error=str(exc))
+            await asyncio.sleep(interval)
+
+    async def _stop_heartbeat(self) -> None:
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+            self._heartbeat_task = None
+
+    async def drain(self, timeout=None) -> None:  # type: ignore[override]  # noqa: ASYNC109
+        """Mark draining in Redis first (routers stop assigning), then let lessons finish."""
+        if not self.draining:
+            with contextlib.suppress(aioredis.RedisError, OSError):
+                await self.fleet.drain(self.active_sessions)
+            self.log.info("fleet.draining", active=self.active_sessions)
+        if timeout is None:
+            await super().drain()
+        else:
+            await super().drain(timeout)
+
+    async def aclose(self) -> None:
+        await self._stop_heartbeat()
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self.fleet.leave()
+        self.log.info("fleet.left")
+        await super().aclose()
+        await self.redis.aclose()
+
+    # -- dispatch ----------------------------------------------------------------------------
+    async def on_request(self, req: JobRequest) -> None:
+        """Accept a dispatch only with the lesson's current fence, naming this worker."""
+        try:
+            meta = DispatchMetadata.from_json(req.job.metadata or "")
+        except ValidationError as exc:
+            JOBS.labels("bad_metadata").inc()
+            self.log.warning("job.rejected", reason="bad metadata", error=str(exc)[:300],
+                             room=req.room.name)
+            await req.reject()
+            return
+        ids = {"lesson_id": meta.lesson_id, "fence": meta.fence, "room": req.room.name}
+        if self.draining:
+            JOBS.labels("draining").inc()
+            self.log.info("job.rejected", reason="draining", **ids)
+            await req.reject()
+            return
+        try:
+            current = await self.fleet.fence_is_current(meta)
+        except (aioredis.RedisError, OSError) as exc:
+            JOBS.labels("redis_error").inc()
+            self.log.warning("job.rejected", reason="redis unavailable", error=str(exc), **ids)
+            await req.reject()
+            return
+        if not current:
+            JOBS.labels("stale_fence").inc()
+            self.log.info("job.rejected", reason="stale fence", **ids)
+            await req.reject()
+            return
+        if self._lessons.get(meta.lesson_id) == meta.fence:
+            JOBS.labels("duplicate").inc()
+            self.log.info("job.rejected", reason="already serving this fence", **ids)
+            await req.reject()
+            return
+        self._lessons[meta.lesson_id] = meta.fence
+        attributes = {"lesson_id": meta.lesson_id, "worker_id": self.worker_id,
+                      "fence": str(meta.fence)}
+        if meta.voice_agent_identity:
+            attributes[ATTR_PUBLISH_ON_BEHALF] = meta.voice_agent_identity
+        JOBS.labels("accepted").inc()
+        self.log.info("job.accepted", **ids)
+        await req.accept(name="Tutor", identity=avatar_identity(meta.lesson_id),
+                         metadata=meta.to_json(), attributes=attributes)
+
+    def session_ended(self, lesson_id: str, fence: int) -> None:
+        if self._lessons.get(lesson_id) == fence:
+            del self._lessons[lesson_id]
+
+
+def build_server(settings: Settings, **kwargs) -> AvatarServer:
+    """The worker with its job entrypoint registered under ``avatar-<worker_id>``."""
+    from agent.session import run_session  # the session code, kept apart from membership
+
+    kwargs.setdefault("job_executor_type", JobExecutorType.THREAD)  # jobs share one batcher
+    kwargs.setdefault("num_idle_processes", 0)
+    kwargs.setdefault("port", 0)  # the SDK's health endpoint: any free port
+    server = AvatarServer(settings, **kwargs)
+
+    async def entrypoint(ctx) -> None:
+        await run_session(server, ctx)
+
+    server.rtc_session(entrypoint, agent_name=agent_name(server.worker_id),
+                       on_request=server.on_request)
+    return server

@@ -1,0 +1,165 @@
+"""The avatar worker as a fleet member, run as a real process (`python -m agent start`) against
+the real LiveKit server and Redis: heartbeats, fencing, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+from livekit import api
+
+from config.fleet import DispatchMetadata, PoolKeys, agent_name, avatar_identity, room_name
+
+pytestmark = [pytest.mark.livekit, pytest.mark.redis]
+REPO = Path(__file__).resolve().parents[2]
+REGION = "local"
+
+
+@pytest.fixture
+def worker(livekit_server, redis_url, tmp_path):
+    """Start `python -m agent start` as worker `w-test` with capacity 2; yields (proc, log)."""
+    log = tmp_path / "worker.log"
+    env = {**os.environ,
+           "AVATAR_LIVEKIT__URL": livekit_server.url,
+           "AVATAR_LIVEKIT__API_KEY": livekit_server.api_key,
+           "AVATAR_LIVEKIT__API_SECRET": livekit_server.api_secret,
+           "AVATAR_REDIS_URL": redis_url, "AVATAR_REGION": REGION,
+           "AVATAR_WORKER__ID": "w-test", "AVATAR_WORKER__CAPACITY": "2",
+           "AVATAR_LOG_FORMAT": "json"}
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if r.hget(keys.worker("w-test"), "state") == b"serving" and b"registered worker" in \
+                log.read_bytes():
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"worker never became ready:\n{log.read_text()[-3000:]}")
+    yield proc, log
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def _participants(lk: api.LiveKitAPI, room: str) -> dict[str, object]:
+    try:
+        res = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+    except api.TwirpError as exc:
+        if exc.code == "not_found":
+            return {}
+        raise
+    return {p.identity: p for p in res.participants}
+
+
+async def _wait_for(cond, timeout: float = 20.0, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await cond()
+        if value:
+            return value
+        await asyncio.sleep(step)
+    return await cond()
+
+
+async def _dispatch(lk, lesson: str, fence: int, voice: str | None = None) -> None:
+    meta = DispatchMetadata(lesson_id=lesson, worker_id="w-test", fence=fence,
+                            voice_agent_identity=voice)
+    await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+        agent_name=agent_name("w-test"), room=room_name(lesson), metadata=meta.to_json()))
+
+
+async def test_heartbeat_fence_check_and_avatar_identity(worker, livekit_server, redis_url):
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    seen = r.zscore(keys.workers_seen, "w-test")
+    await asyncio.sleep(1.5)
+    assert r.zscore(keys.workers_seen, "w-test") > seen, "heartbeats every second"
+    assert r.hget(keys.worker("w-test"), "capacity") == b"2"
+
+    # The router's side of an assignment: the lesson's current fence is 5.
+    r.hset(keys.lesson("L-ok"), mapping={"worker": "w-test", "fence": 5})
+    r.hset(keys.lesson("L-stale"), mapping={"worker": "w-test", "fence": 9})
+    async with api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key,
+                              livekit_server.api_secret) as lk:
+        await _dispatch(lk, "L-stale", fence=8)  # a re-dispatch already superseded it
+        await _dispatch(lk, "L-ok", fence=5, voice="voice-agent-1")
+
+        async def joined():
+            return (await _participants(lk, room_name("L-ok"))).get(avatar_identity("L-ok"))
+
+        avatar = await _wait_for(joined)
+        assert avatar is not None, "the avatar joins with the current fence"
+        assert avatar.kind == 4  # ParticipantInfo.Kind.AGENT
+        assert avatar.attributes["lk.publish_on_behalf"] == "voice-agent-1"
+        assert avatar.attributes["fence"] == "5"
+
+        async def active_is_1():
+            return r.hget(keys.worker("w-test"), "active") == b"1"
+
+        assert await _wait_for(active_is_1, 5), "the heartbeat reports the running session"
+        await asyncio.sleep(1.0)
+        assert avatar_identity("L-stale") not in await _participants(lk, room_name("L-stale")), \
+            "a job with a stale fence is rejected"
+
+    async def rejections():
+        lines = [json.loads(x) for x in worker[1].read_text().splitlines() if x.startswith("{")]
+        return [x for x in lines if x.get("event") == "job.rejected"]
+
+    rejected = await _wait_for(rejections, 15)
+    # LiveKit may offer a refused job again; every offer is refused for the same reason.
+    assert rejected and {(x["lesson_id"], x["fence"], x["reason"]) for x in rejected} == {
+        ("L-stale", 8, "stale fence")}
+    assert all(x["worker_id"] == "w-test" for x in rejected)
+
+
+async def test_sigterm_marks_draining_first_and_lets_the_lesson_finish(worker, livekit_server,
+                                                                     redis_url):
+    proc, log = worker
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    r.hset(keys.lesson("L-d"), mapping={"worker": "w-test", "fence": 1})
+    async with api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key,
+                              livekit_server.api_secret) as lk:
+        await _dispatch(lk, "L-d", fence=1)
+
+        async def joined():
+            return avatar_identity("L-d") in await _participants(lk, room_name("L-d"))
+
+        assert await _wait_for(joined)
+        proc.send_signal(signal.SIGTERM)
+
+        async def draining():
+            return r.hget(keys.worker("w-test"), "state") == b"draining"
+
+        assert await _wait_for(draining, 5), "draining is visible in Redis at once"
+        await asyncio.sleep(2.0)
+        assert proc.poll() is None, "the running lesson keeps the worker alive"
+        assert await joined(), "the avatar is still in its lesson"
+
+        # A new dispatch while draining is not taken.
+        r.hset(keys.lesson("L-new"), mapping={"worker": "w-test", "fence": 1})
+        await _dispatch(lk, "L-new", fence=1)
+        await asyncio.sleep(2.0)
+        assert avatar_identity("L-new") not in await _participants(lk, room_name("L-new"))
+
+        # The lesson ends: the worker finishes, leaves the pool and exits.
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room_name("L-d")))
+    rc = await asyncio.to_thread(proc.wait, 30)
+    assert rc == 0, log.read_text()[-3000:]
+    assert r.hget(keys.worker("w-test"), "state") == b"stopped"
+    assert r.zscore(keys.workers_seen, "w-test") is None
