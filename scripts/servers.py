@@ -7,6 +7,7 @@ until it answers, and stops it (SIGTERM, then SIGKILL). Nothing here is a mock:
   (dev keys ``devkey``/``secret``); pass ``redis_url`` for the multi-node variant.
 * :class:`RedisServer`    - Debian ``redis-server``, no persistence unless asked.
 * :class:`NginxServer`    - Debian ``nginx`` with a generated config, ``nginx -t`` first.
+* :class:`AvatarWorkerProcess` - our worker, ``python -m agent start``, ready when serving.
 
 Missing programs are installed by ``scripts/setup.sh``; the LiveKit build also runs here on
 first use (it is cached, so later runs only check the binary's version).
@@ -336,3 +337,53 @@ class NginxServer(_Process):
         self.config_text = config_text
         self.test_config()
         os.kill(self.proc.pid, signal.SIGHUP)
+
+
+# --- our own programs -------------------------------------------------------------------------
+
+class AvatarWorkerProcess(_Process):
+    """``python -m agent start`` (the avatar worker) pointed at a LiveKit server and Redis;
+    ready once it is registered with LiveKit and serving in its Redis pool."""
+
+    name = "worker"
+
+    def __init__(self, livekit: LiveKitServer, redis_url: str, worker_id: str,
+                 region: str = "local", capacity: int = 4, extra_env: dict | None = None) -> None:
+        super().__init__()
+        self.worker_id, self.region, self.redis_url = worker_id, region, redis_url
+        self.env = {
+            "AVATAR_LIVEKIT__URL": livekit.url, "AVATAR_LIVEKIT__API_KEY": livekit.api_key,
+            "AVATAR_LIVEKIT__API_SECRET": livekit.api_secret, "AVATAR_REDIS_URL": redis_url,
+            "AVATAR_REGION": region, "AVATAR_WORKER__ID": worker_id,
+            "AVATAR_WORKER__CAPACITY": str(capacity), "AVATAR_LOG_FORMAT": "json",
+            "PYTHONPATH": str(REPO), **(extra_env or {}),
+        }
+
+    def start(self) -> AvatarWorkerProcess:
+        import sys
+
+        import redis as redis_sync
+
+        from config.fleet import PoolKeys
+
+        self._spawn([sys.executable, "-m", "agent", "start"], env=self.env)
+        client = redis_sync.Redis.from_url(self.redis_url)
+        key = PoolKeys(self.region).worker(self.worker_id)
+
+        def ready() -> bool:
+            return (client.hget(key, "state") == b"serving"
+                    and b"registered worker" in self.logfile.read_bytes())
+
+        _wait(ready, self.proc, f"worker {self.worker_id}", 60, self.logfile)
+        return self
+
+    def log_lines(self) -> list[dict]:
+        """The worker's structlog JSON lines so far."""
+        import json
+
+        out = []
+        for line in self.logfile.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out

@@ -1,7 +1,8 @@
 """The local stack: real servers on loopback for development, started by ``make run``.
 
 Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
-LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise; prints how to
+LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise, and one avatar
+worker (``python -m agent start``, worker id ``local-1``) registered with both; prints how to
 connect and writes the same as environment variables to ``.cache/stack.env``; stops everything
 on Ctrl-C or SIGTERM.
 """
@@ -16,7 +17,7 @@ import threading
 from pathlib import Path
 
 from config.logs import get_logger, setup_logging
-from scripts.servers import CACHE, LiveKitServer, RedisServer, port_is_free
+from scripts.servers import CACHE, AvatarWorkerProcess, LiveKitServer, RedisServer, port_is_free
 
 log = get_logger("scripts.stack")
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         redis = stack.enter_context(RedisServer(port=_port(6379)))
         livekit = stack.enter_context(LiveKitServer(
             port=_port(7880), rtc_tcp_port=_port(7881), rtc_udp_port=_port(7882)))
+        worker = stack.enter_context(AvatarWorkerProcess(livekit, redis.url, "local-1"))
         env = connection_env(redis, livekit)
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
         args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
@@ -63,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             f"  LiveKit  {livekit.url}   keys {livekit.api_key} / {livekit.api_secret}"
             f"   RTC tcp {livekit.rtc_tcp_port} udp {livekit.rtc_udp_port}\n"
             f"  Redis    {redis.url}\n"
-            f"  Logs     {livekit.logfile}  {redis.logfile}\n"
+            f"  Worker   local-1 (agent name avatar-local-1, capacity {worker.env['AVATAR_WORKER__CAPACITY']})\n"
+            f"  Logs     {livekit.logfile}  {redis.logfile}  {worker.logfile}\n"
             f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n",
             flush=True,
         )
         log.info("stack.ready", livekit=livekit.url, redis=redis.url)
         while not stop.is_set() and not args.exit_after_start:
-            if not (redis.running and livekit.running):
-                log.error("stack.server_died", redis=redis.running, livekit=livekit.running)
+            if not (redis.running and livekit.running and worker.running):
+                log.error("stack.server_died", redis=redis.running, livekit=livekit.running,
+                          worker=worker.running)
                 return 1
             stop.wait(1.0)
         log.info("stack.stopping")

@@ -5,55 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis as redis_sync
 from livekit import api
 
 from config.fleet import DispatchMetadata, PoolKeys, agent_name, avatar_identity, room_name
+from scripts.servers import AvatarWorkerProcess
 
 pytestmark = [pytest.mark.livekit, pytest.mark.redis]
-REPO = Path(__file__).resolve().parents[2]
 REGION = "local"
 
 
 @pytest.fixture
-def worker(livekit_server, redis_url, tmp_path):
-    """Start `python -m agent start` as worker `w-test` with capacity 2; yields (proc, log)."""
-    log = tmp_path / "worker.log"
-    env = {**os.environ,
-           "AVATAR_LIVEKIT__URL": livekit_server.url,
-           "AVATAR_LIVEKIT__API_KEY": livekit_server.api_key,
-           "AVATAR_LIVEKIT__API_SECRET": livekit_server.api_secret,
-           "AVATAR_REDIS_URL": redis_url, "AVATAR_REGION": REGION,
-           "AVATAR_WORKER__ID": "w-test", "AVATAR_WORKER__CAPACITY": "2",
-           "AVATAR_LOG_FORMAT": "json"}
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "start"], cwd=REPO, env=env,
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    r = redis_sync.Redis.from_url(redis_url)
-    keys = PoolKeys(REGION)
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        if r.hget(keys.worker("w-test"), "state") == b"serving" and b"registered worker" in \
-                log.read_bytes():
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError(f"worker never became ready:\n{log.read_text()[-3000:]}")
-    yield proc, log
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def worker(livekit_server, redis_url):
+    """`python -m agent start` as worker `w-test` with capacity 2; yields (proc, log path)."""
+    w = AvatarWorkerProcess(livekit_server, redis_url, "w-test", REGION, capacity=2)
+    with w:
+        yield w.proc, w.logfile
 
 
 async def _participants(lk: api.LiveKitAPI, room: str) -> dict[str, object]:

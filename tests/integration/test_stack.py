@@ -1,5 +1,5 @@
 """The README's run command starts the local stack: real LiveKit and Redis answer on loopback,
-and Ctrl-C (SIGINT) stops them."""
+an avatar worker serves in the Redis pool, and Ctrl-C (SIGINT) stops them all."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
+
+from config.fleet import PoolKeys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,11 +48,13 @@ def test_run_command_starts_livekit_and_redis_and_ctrl_c_stops_them(tmp_path):
         redis_port = int(env["AVATAR_REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
         assert urllib.request.urlopen(lk_http, timeout=5).status == 200
         assert _redis_ping(redis_port).startswith(b"+PONG")
+        client = redis_sync.Redis.from_url(env["AVATAR_REDIS_URL"])
+        assert client.hget(PoolKeys("local").worker("local-1"), "state") == b"serving"
 
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-        assert "Local stack is up" in out
+        assert "Local stack is up" in out and "avatar-local-1" in out
         with pytest.raises(OSError):
             urllib.request.urlopen(lk_http, timeout=2)
         with pytest.raises(OSError):
