@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from avatar_pipeline.avatar.asset import AvatarAsset
-from avatar_pipeline.compose import FrameState, SessionClock, make_compositor
+from avatar_pipeline.compose import SessionClock, make_compositor
 from avatar_pipeline.viseme_set import NUM_VISEMES, VISEMES
 from config.logs import get_logger
 
