@@ -189,6 +189,12 @@ def asset_files(asset: AvatarAsset) -> dict[str, bytes]:
     return out
 
 
+def asset_id(asset: AvatarAsset) -> str:
+    """The content id ``save_asset`` would give (without writing anything)."""
+    files = asset_files(asset)
+    return _sha(_canonical(_meta_dict(asset, {k: _sha(v) for k, v in files.items()})))[:24]
+
+
 def save_asset(asset: AvatarAsset, directory: str | os.PathLike) -> str:
     """Write ``asset`` into ``directory`` (created; replaced atomically). Returns its id."""
     asset.validate()

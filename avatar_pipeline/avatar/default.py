@@ -486,17 +486,33 @@ def build_default_avatar(n_poses: int = N_POSES) -> AvatarAsset:
 
 def contact_sheet(cols: int = 5, zoom: float = 1.0) -> np.ndarray:
     """The 15 mouths (lower face crops) in a labelled grid, for the README."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     crop = Box(x=176, y=270, width=160, height=130)
+    font = ImageFont.load_default(size=18)
     tw, th = int(crop.width * 1.5 * zoom), int(crop.height * 1.5 * zoom)
     rows = math.ceil(len(VISEMES) / cols)
-    sheet = Image.new("RGB", (cols * tw, rows * (th + 22)), (250, 250, 250))
+    sheet = Image.new("RGB", (cols * tw, rows * (th + 26)), (250, 250, 250))
     d = ImageDraw.Draw(sheet)
     for i, v in enumerate(VISEMES):
         f = render(v)[crop.y:crop.y + crop.height, crop.x:crop.x + crop.width]
         tile = Image.fromarray(f).resize((tw, th), Image.LANCZOS)
-        x, y = (i % cols) * tw, (i // cols) * (th + 22)
-        sheet.paste(tile, (x, y + 22))
-        d.text((x + 6, y + 4), f"{i:2d} {v}", fill=(30, 30, 30))
+        x, y = (i % cols) * tw, (i // cols) * (th + 26)
+        sheet.paste(tile, (x, y + 26))
+        d.text((x + 8, y + 3), f"{i}  {v}", fill=(30, 30, 30), font=font)
     return np.asarray(sheet)
+
+
+_MEMO: AvatarAsset | None = None
+
+
+def default_avatar() -> AvatarAsset:
+    """The default avatar built once per process (tests, benchmarks); the registry caches it on
+    disk for everything else."""
+    global _MEMO
+    if _MEMO is None:
+        from avatar_pipeline.avatar.asset import asset_id
+
+        _MEMO = build_default_avatar()
+        _MEMO.id = asset_id(_MEMO)
+    return _MEMO
