@@ -239,8 +239,9 @@ def locate_mouth(rgb: np.ndarray, eyes) -> MouthGeometry:
     lab = cv2.cvtColor(np.ascontiguousarray(rgb[y0:y1, x0:x1]), cv2.COLOR_RGB2LAB)
     a = cv2.GaussianBlur(lab[..., 1], (3, 3), 0)
     thr, mask = cv2.threshold(a, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    if thr - float(np.median(a)) < 4:  # no lip contrast to speak of
-        return guess
+    above = a > thr
+    if not above.any() or above.all() or float(a[above].mean() - a[~above].mean()) < 6:
+        return guess  # no lip contrast to speak of
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, lbl, stats, cent = cv2.connectedComponentsWithStats(mask)
     best, best_score = None, 0.0
