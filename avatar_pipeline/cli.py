@@ -1,0 +1,165 @@
+"""``avatar`` / ``python -m avatar_pipeline``: the offline main job, nothing else running.
+
+    avatar render --text "Hello!" --lang en [--avatar default|ID|DIR|PHOTO] -o out.mp4
+    avatar render --audio speech.wav -o out.webm --timeline track.png
+    avatar register photo.jpg            # prints the new avatar id
+    avatar list
+
+Bad input gives one clear line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from config.logs import get_logger, setup_logging
+
+log = get_logger(__name__)
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar", description="Talking-avatar offline tools.")
+    p.add_argument("--cache-dir", help="avatar registry (default ~/.cache/avatar-fleet/avatars "
+                   "or $AVATAR_CACHE_DIR)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("render", help="text or audio in, a lip-synced video out")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="say this text with the built-in TTS")
+    src.add_argument("--audio", help="speech audio file (wav, mp3, ...)")
+    r.add_argument("--lang", default="en", help="language for --text (en, es, zh, fa, ...)")
+    r.add_argument("--voice", help="TTS voice (espeak-ng variant)")
+    r.add_argument("--avatar", default="default",
+                   help="'default', a registered avatar id, an asset directory or a photo")
+    r.add_argument("-o", "--output", required=True, help="out.mp4 (H.264/AAC) or out.webm")
+    r.add_argument("--fps", type=int, choices=(25, 30), help="default: settings video.fps")
+    r.add_argument("--timeline", help="also draw the viseme track under the waveform (PNG)")
+    r.add_argument("--seed", type=int, default=0, help="idle motion / blink seed")
+    r.add_argument("--backend", default="numpy", choices=("numpy", "torch", "torch-cpu"))
+    r.add_argument("--no-progress", action="store_true")
+
+    g = sub.add_parser("register", help="make a photo avatar from a face photo (or video/GIF)")
+    g.add_argument("photo")
+    g.add_argument("--name", help="a name for it (default: the file name)")
+
+    sub.add_parser("list", help="registered avatars")
+    return p
+
+
+def _speech_from_text(text: str, lang: str, voice: str | None, fps: int):
+    if not text.strip():
+        raise CliError("--text is empty")
+    try:
+        from avatar_pipeline.tts import default_engine
+    except ImportError as exc:
+        raise CliError(f"the TTS (avatar_pipeline.tts) is not available: {exc}") from None
+    try:
+        speech = default_engine().synthesize(text, language=lang, voice=voice)
+    except (ValueError, KeyError, LookupError) as exc:
+        raise CliError(f"TTS refused the input: {exc}") from None
+    pcm = np.asarray(speech.pcm, np.int16)
+    if pcm.size == 0:
+        raise CliError("TTS produced no audio for that text")
+    return pcm, int(speech.sample_rate), np.asarray(speech.viseme_track(fps), np.float32)
+
+
+def _speech_from_audio(path: str, fps: int):
+    from avatar_pipeline.media import read_audio
+
+    pcm, rate = read_audio(path)  # a bad file is reported before a missing model
+    try:
+        from avatar_pipeline.visemes import audio_to_visemes
+    except (ImportError, AttributeError) as exc:
+        raise CliError(
+            "--audio needs avatar_pipeline.visemes.audio_to_visemes (the audio->viseme model), "
+            f"which is not in this build yet ({exc}); use --text instead") from None
+    track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+    return pcm, rate, track
+
+
+def cmd_render(args, registry) -> int:
+    from avatar_pipeline.compose.offline import draw_timeline, render_frames, smooth
+    from avatar_pipeline.media import write_video
+    from config.settings import load_settings
+
+    fps = args.fps or load_settings().video.fps
+    out = Path(args.output)
+    if out.suffix.lower() not in (".mp4", ".webm", ".m4v", ".mov"):
+        raise CliError(f"{out}: output must end in .mp4 or .webm")
+    if args.timeline and not args.timeline.lower().endswith(".png"):
+        raise CliError(f"{args.timeline}: --timeline must be a .png path")
+    t0 = time.perf_counter()
+    if args.text is not None:
+        pcm, rate, track = _speech_from_text(args.text, args.lang, args.voice, fps)
+    else:
+        pcm, rate, track = _speech_from_audio(args.audio, fps)
+    n_frames = int(np.ceil(round(len(pcm) / rate * fps, 6)))
+    if len(track) < n_frames:  # pad with silence so video covers all the audio
+        pad = np.zeros((n_frames - len(track), track.shape[1]), np.float32)
+        pad[:, 0] = 1.0
+        track = np.concatenate([track, pad])
+    track = smooth(track[:n_frames], fps)
+    asset = registry.resolve(args.avatar)
+    frames = render_frames(asset, track, fps, seed=args.seed, backend=args.backend)
+    from tqdm import tqdm
+
+    frames = tqdm(frames, total=n_frames, unit="frame", desc="render",
+                  disable=args.no_progress or None)
+    write_video(out, frames, asset.width, asset.height, fps, pcm, rate)
+    if args.timeline:
+        draw_timeline(args.timeline, pcm, rate, track, fps,
+                      title=(args.text or Path(args.audio).name)[:100])
+    dt = time.perf_counter() - t0
+    log.info("render.done", output=str(out), frames=n_frames, audio_s=round(len(pcm) / rate, 3),
+             seconds=round(dt, 2), avatar=asset.id)
+    print(f"{out}  {n_frames} frames @ {fps} fps, {len(pcm) / rate:.2f} s audio, "
+          f"avatar {asset.id}, {dt:.1f} s")
+    return 0
+
+
+def cmd_register(args, registry) -> int:
+    from avatar_pipeline.avatar.photo import register_photo
+
+    avatar_id = register_photo(args.photo, registry=registry, name=args.name)
+    print(avatar_id)
+    return 0
+
+
+def cmd_list(args, registry) -> int:
+    for avatar_id in registry.ids():
+        a = registry.get(avatar_id)
+        print(f"{avatar_id}  {a.name:20s} {a.width}x{a.height}  {a.source.get('kind', '?')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging("debug" if args.verbose else "warning")
+    from avatar_pipeline.avatar import AvatarError, AvatarRegistry
+    from avatar_pipeline.media import MediaError
+
+    registry = AvatarRegistry(args.cache_dir)
+    handlers = {"render": cmd_render, "register": cmd_register, "list": cmd_list}
+    try:
+        return handlers[args.cmd](args, registry)
+    except (CliError, AvatarError, MediaError, FileNotFoundError) as exc:
+        print(f"avatar {args.cmd}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

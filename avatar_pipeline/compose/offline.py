@@ -1,0 +1,90 @@
+"""Offline rendering: a whole viseme track -> frames of one session, through the same batched
+compositor the worker uses (frames are composed ``batch`` at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from avatar_pipeline.avatar.asset import AvatarAsset
+from avatar_pipeline.compose import SessionClock, make_compositor
+from avatar_pipeline.viseme_set import NUM_VISEMES, VISEMES
+from config.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def smooth(track: np.ndarray, fps: int) -> np.ndarray:
+    """Coarticulation smoothing of a (n, 15) track: the visemes engineer's
+    ``avatar_pipeline.visemes.smoothing.smooth_track`` when it is installed, else a plain
+    attack/release one-pole per viseme (fast attack ~25 ms, release ~60 ms)."""
+    track = np.asarray(track, np.float32)
+    try:
+        from avatar_pipeline.visemes.smoothing import smooth_track
+    except ImportError:
+        smooth_track = None
+    if smooth_track is not None:
+        try:
+            return np.asarray(smooth_track(track, fps=fps), np.float32)
+        except TypeError:
+            return np.asarray(smooth_track(track, fps), np.float32)
+    a_up = 1 - np.exp(-1 / (0.025 * fps))
+    a_down = 1 - np.exp(-1 / (0.060 * fps))
+    out = np.empty_like(track)
+    y = track[0].copy() if len(track) else np.zeros(NUM_VISEMES, np.float32)
+    for i, x in enumerate(track):
+        a = np.where(x > y, a_up, a_down)
+        y = y + a * (x - y)
+        out[i] = y
+    return out
+
+
+def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0,
+                  backend: str = "numpy", fmt: str = "i420", batch: int = 25
+                  ) -> Iterator[np.ndarray]:
+    """Yield one frame per row of ``track`` (I420 rows or RGBA arrays). Each yielded array is a
+    view into the compositor's buffer: use it (encode it) before asking for the next batch."""
+    track = np.asarray(track, np.float32)
+    if track.ndim != 2 or track.shape[1] != NUM_VISEMES:
+        raise ValueError(f"viseme track must be (n_frames, {NUM_VISEMES}), got {track.shape}")
+    comp = make_compositor(backend, fmt=fmt, max_batch=batch)
+    aid = comp.add_avatar(asset)
+    clock = SessionClock(seed, asset)
+    for start in range(0, len(track), batch):
+        rows = range(start, min(start + batch, len(track)))
+        states = [clock.state(aid, track[i], i / fps) for i in rows]
+        frames = comp.compose(states).numpy()
+        for j in range(len(states)):
+            yield frames[j] if fmt == "i420" else frames[j].reshape(comp.height, comp.width, 4)
+
+
+def draw_timeline(path, pcm: np.ndarray, sample_rate: int, track: np.ndarray, fps: int,
+                  title: str = "") -> None:
+    """The waveform on top and the viseme track (15 rows) under it, on one time axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dur = len(pcm) / sample_rate
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [1, 2.2]})
+    t = np.arange(len(pcm)) / sample_rate
+    step = max(1, len(pcm) // 20000)
+    ax1.plot(t[::step], pcm[::step] / 32768.0, lw=0.6, color="#2e6270")
+    ax1.set_ylabel("audio")
+    ax1.set_ylim(-1, 1)
+    if title:
+        ax1.set_title(title, fontsize=10)
+    ax2.imshow(np.asarray(track).T, aspect="auto", origin="upper", cmap="magma_r",
+               extent=(0, len(track) / fps, NUM_VISEMES - 0.5, -0.5), vmin=0, vmax=1,
+               interpolation="nearest")
+    ax2.set_yticks(range(NUM_VISEMES))
+    ax2.set_yticklabels(VISEMES, fontsize=8)
+    ax2.set_xlabel("time (s)")
+    ax2.set_ylabel("viseme")
+    ax2.set_xlim(0, max(dur, len(track) / fps))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

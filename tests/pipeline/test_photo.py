@@ -1,0 +1,163 @@
+"""Photo registration: the astronaut portrait becomes an avatar; photos that cannot work are
+refused with their reason; uploads are bounded (size, pixels, formats)."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from avatar_pipeline.avatar import AvatarError, AvatarRegistry
+from avatar_pipeline.avatar import photo as photo_mod
+from avatar_pipeline.avatar.photo import build_photo_avatar, detect_face, register_photo
+from avatar_pipeline.compose import FrameState, NumpyCompositor
+from avatar_pipeline.viseme_set import NUM_VISEMES, VISEME_INDEX, VISEMES
+
+ASTRONAUT = skimage.data.astronaut()
+
+
+def _save(tmp_path, arr, name="photo.jpg", **kw):
+    p = tmp_path / name
+    Image.fromarray(arr).save(p, **kw)
+    return p
+
+
+@pytest.fixture(scope="module")
+def astro_asset():
+    return build_photo_avatar(ASTRONAUT, name="astronaut")
+
+
+def test_astronaut_registers(tmp_path):
+    reg = AvatarRegistry(tmp_path / "cache")
+    p = _save(tmp_path, ASTRONAUT, quality=95)
+    t0 = time.perf_counter()
+    avatar_id = register_photo(p, registry=reg)
+    first = time.perf_counter() - t0
+    asset = AvatarRegistry(tmp_path / "cache").get(avatar_id)
+    assert asset.source["kind"] == "photo"
+    assert asset.source["mouth_from_lips"] is True
+    assert asset.mouths.shape[0] == NUM_VISEMES and (asset.width, asset.height) == (512, 512)
+    # the same photo again: served from the cache, nothing detected
+    t0 = time.perf_counter()
+    assert register_photo(p, registry=reg) == avatar_id
+    assert time.perf_counter() - t0 < first
+
+
+def test_photo_mouths_move_the_mouth_only(astro_asset):
+    comp = NumpyCompositor()
+    aid = comp.add_avatar(astro_asset)
+    states = []
+    for v in VISEMES:
+        w = np.zeros(NUM_VISEMES, np.float32)
+        w[VISEME_INDEX[v]] = 1
+        states.append(FrameState(aid, w, t=0.0))
+    b = comp.compose(states)
+    frames = np.stack([b.rgba(i)[..., :3].astype(np.int16) for i in range(NUM_VISEMES)])
+    box = astro_asset.mouth_box
+    m = 6
+    outside = np.ones((512, 512), bool)
+    outside[box.y - m:box.y + box.height + m, box.x - m:box.x + box.width + m] = False
+    sil = frames[0]
+    for i, v in enumerate(VISEMES[1:], start=1):
+        d = np.abs(frames[i] - sil).max(-1)
+        assert d[outside].max() == 0, v
+        assert (d > 25).sum() > 30, f"{v} looks like sil on the photo"
+    # aa opens widest: the most dark-red mouth interior where the lips part
+    def dark(f):
+        c = f[box.y:box.y + box.height, box.x:box.x + box.width]
+        return int(((c.sum(-1) < 260) & (c[..., 0] - c[..., 1] > 30)).sum())
+
+    dark = [dark(f) for f in frames]
+    assert dark[VISEME_INDEX["aa"]] == max(dark)
+    assert dark[VISEME_INDEX["aa"]] > dark[VISEME_INDEX["sil"]] + 300
+
+
+def test_photo_blink(astro_asset):
+    comp = NumpyCompositor()
+    aid = comp.add_avatar(astro_asset)
+    w = np.zeros(NUM_VISEMES, np.float32)
+    b = comp.compose([FrameState(aid, w, 0.0, blink=0.0), FrameState(aid, w, 0.0, blink=1.0)])
+    d = np.abs(b.rgba(0).astype(np.int16) - b.rgba(1).astype(np.int16)).max(-1)
+    assert (d > 30).sum() > 100
+
+
+def test_refuses_no_face(tmp_path):
+    with pytest.raises(AvatarError, match="no face found"):
+        register_photo(_save(tmp_path, skimage.data.coffee()),
+                       registry=AvatarRegistry(tmp_path / "c"))
+
+
+def test_refuses_two_faces(tmp_path):
+    two = np.concatenate([ASTRONAUT, ASTRONAUT], axis=1)
+    with pytest.raises(AvatarError, match="2 faces found"):
+        register_photo(_save(tmp_path, two, "two.png"), registry=AvatarRegistry(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda im: (im * 0.18).astype(np.uint8), "too dark"),
+    (lambda im: cv2.GaussianBlur(im, (0, 0), 3), "too blurred"),
+    (lambda im: cv2.resize(im, (200, 200), interpolation=cv2.INTER_AREA), "too small"),
+])
+def test_refuses_bad_quality(edit, reason):
+    with pytest.raises(AvatarError, match=reason):
+        detect_face(edit(ASTRONAUT))
+
+
+def test_refuses_corrupt_and_wrong_format(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    with pytest.raises(AvatarError, match="not a readable image"):
+        register_photo(bad, registry=AvatarRegistry(tmp_path / "c"))
+    good = _save(tmp_path, ASTRONAUT, "cut.png")
+    cut = tmp_path / "truncated.png"
+    cut.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(AvatarError, match="not a readable image"):
+        register_photo(cut, registry=AvatarRegistry(tmp_path / "c"))
+    tif = _save(tmp_path, ASTRONAUT, "a.tiff")
+    with pytest.raises(AvatarError, match="format TIFF not accepted"):
+        register_photo(tif, registry=AvatarRegistry(tmp_path / "c"))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(AvatarError, match="empty"):
+        register_photo(empty, registry=AvatarRegistry(tmp_path / "c"))
+
+
+def test_refuses_oversized_uploads(tmp_path, monkeypatch):
+    # a decompression bomb: small file, 48 MP of pixels -- refused before decoding
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (8000, 6000)).save(bomb, optimize=False)
+    assert bomb.stat().st_size < 1_000_000
+    with pytest.raises(AvatarError, match="MP, the limit is"):
+        register_photo(bomb, registry=AvatarRegistry(tmp_path / "c"))
+    # a file over the byte limit
+    p = _save(tmp_path, ASTRONAUT, "big.png")
+    monkeypatch.setattr(photo_mod, "MAX_FILE_BYTES", p.stat().st_size - 1)
+    with pytest.raises(AvatarError, match="MB, the limit is"):
+        register_photo(p, registry=AvatarRegistry(tmp_path / "c"))
+
+
+def test_first_frame_of_video_and_gif(tmp_path):
+    import av
+
+    vid = tmp_path / "clip.mp4"
+    with av.open(str(vid), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 512, 512, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(ASTRONAUT, format="rgb24")
+            frame.pts = i
+            for pkt in s.encode(frame):
+                out.mux(pkt)
+        for pkt in s.encode(None):
+            out.mux(pkt)
+    reg = AvatarRegistry(tmp_path / "c")
+    a = reg.get(register_photo(vid, registry=reg))
+    assert a.source["file"] == "clip.mp4"
+    gif = tmp_path / "a.gif"
+    frames = [Image.fromarray(ASTRONAUT), Image.fromarray(skimage.data.coffee()[:512, :512])]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    assert reg.get(register_photo(gif, registry=reg)).source["file"] == "a.gif"
