@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
 from pydantic import ValidationError
 
+from avatar_pipeline.engine import AvatarEngine, EngineConfig
 from config.fleet import (
     ATTR_PUBLISH_ON_BEHALF,
     DispatchMetadata,
@@ -54,7 +55,16 @@ class AvatarServer(AgentServer):
         self.fleet = FleetMember(self.redis, self.worker_id, settings.region, self.capacity)
         self.log = log.bind(worker_id=self.worker_id, region=settings.region)
         self._heartbeat_task: asyncio.Task | None = None
+        self._drain_task: asyncio.Task | None = None
         self._lessons: dict[str, int] = {}  # lesson id -> fence, of sessions running here
+        self._engine: AvatarEngine | None = None
+
+    @property
+    def engine(self) -> AvatarEngine:
+        """The one engine (models, compositor, tick thread) all sessions of this worker share."""
+        if self._engine is None:
+            raise RuntimeError("the engine starts with the worker (run())")
+        return self._engine
 
     # -- load and membership ---------------------------------------------------------------
     @property
@@ -68,6 +78,9 @@ class AvatarServer(AgentServer):
         # The livekit-agents CLI adds its own root handler before calling run(): put ours back
         # so that every line (ours and the SDK's) is written once, as structlog JSON.
         setup_logging(self.settings.log_level, self.settings.log_format)
+        self._engine = await asyncio.to_thread(make_engine, self.settings)
+        self.log.info("engine.started", backend=self._engine.config.backend,
+                      fps=self._engine.config.fps, size=[self._engine.width, self._engine.height])
         await self.fleet.register()
         self.log.info("fleet.registered", epoch=self.fleet.epoch, capacity=self.capacity,
                       agent_name=agent_name(self.worker_id))
@@ -83,6 +96,10 @@ class AvatarServer(AgentServer):
             try:
                 await self.fleet.heartbeat(self.active_sessions)
                 SESSIONS.set(self.active_sessions)
+                if (self._drain_task is None and await self.redis.hget(
+                        self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
+                    self.log.info("fleet.drain_requested_by_ops")
+                    self._drain_task = asyncio.create_task(self.drain())
             except (aioredis.RedisError, OSError) as exc:
                 # Keep serving the lessons we have; the router will see us as stale if this lasts.
                 self.log.warning("fleet.heartbeat_failed", error=str(exc))
@@ -108,6 +125,8 @@ class AvatarServer(AgentServer):
 
     async def aclose(self) -> None:
         await self._stop_heartbeat()
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.stop)
         with contextlib.suppress(aioredis.RedisError, OSError):
             await self.fleet.leave()
         self.log.info("fleet.left")
@@ -161,6 +180,26 @@ class AvatarServer(AgentServer):
     def session_ended(self, lesson_id: str, fence: int) -> None:
         if self._lessons.get(lesson_id) == fence:
             del self._lessons[lesson_id]
+
+
+def make_engine(settings: Settings) -> AvatarEngine:
+    """The worker's engine: the shipped avatar, torch composition on a GPU, numpy otherwise."""
+    from avatar_pipeline.avatar import AvatarRegistry
+
+    backend = "numpy"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            backend = "torch"
+    except ImportError:
+        pass
+    asset = AvatarRegistry().default()
+    if (asset.width, asset.height) != (settings.video.width, settings.video.height):
+        log.warning("engine.video_size_ignored", asked=[settings.video.width,
+                    settings.video.height], avatar=[asset.width, asset.height])
+    cfg = EngineConfig(fps=settings.video.fps, backend=backend)
+    return AvatarEngine(asset, cfg).start()
 
 
 def build_server(settings: Settings, **kwargs) -> AvatarServer:

@@ -1,0 +1,112 @@
+"""Lesson scripts: the avatar speaks text with our TTS and exact visemes.
+
+Text arrives either as a data packet on :data:`config.fleet.SAY_TOPIC` (the router sends it with
+LiveKit's server API; the router is not a room participant) or as the RPC
+:data:`config.fleet.RPC_SAY` from a participant (e.g. an agent in the room). Either way the text
+is synthesised off the event loop, resampled to the engine's rate and queued on the session with
+its exact viseme track; the text is published as a transcription of the avatar's audio track
+(text stream on ``lk.transcription``, as livekit-agents does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.types import (
+    ATTRIBUTE_TRANSCRIPTION_FINAL,
+    ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID,
+    ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
+    TOPIC_TRANSCRIPTION,
+)
+from pydantic import ValidationError
+
+from avatar_pipeline.engine import EngineSession
+from config.fleet import AVATAR_AUDIO_TRACK, RPC_SAY, SAY_TOPIC, SayRequest
+from config.logs import get_logger
+from config.metrics import counter
+
+SAID = counter("avatar_lesson_say_total", "Lesson texts, by outcome", ("result",))
+
+
+def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """int16 mono -> int16 mono at ``rate_out`` (LiveKit's sox resampler)."""
+    if rate_in == rate_out:
+        return np.asarray(pcm, np.int16)
+    r = rtc.AudioResampler(rate_in, rate_out, num_channels=1,
+                           quality=rtc.AudioResamplerQuality.HIGH)
+    frames = r.push(rtc.AudioFrame(np.asarray(pcm, np.int16).tobytes(), rate_in, 1, len(pcm)))
+    frames += r.flush()
+    if not frames:
+        return np.zeros(0, np.int16)
+    return np.concatenate([np.frombuffer(f.data, np.int16) for f in frames])
+
+
+class LessonSpeaker:
+    def __init__(self, room: rtc.Room, session: EngineSession, tts=None, **log_ids) -> None:
+        from avatar_pipeline.tts import default_engine
+
+        self.room = room
+        self.session = session
+        self.tts = tts or default_engine()
+        self.log = get_logger("agent.lesson", **log_ids)
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()  # one synthesis at a time, in order of arrival
+        self._tasks: set[asyncio.Task] = set()
+        room.on("data_received", self._on_data)
+        room.local_participant.register_rpc_method(RPC_SAY, self._on_rpc)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        if packet.topic != SAY_TOPIC:
+            return
+        try:
+            req = SayRequest.model_validate_json(packet.data)
+        except ValidationError as exc:
+            SAID.labels("bad_request").inc()
+            self.log.warning("lesson.bad_say", error=str(exc)[:300])
+            return
+        task = asyncio.create_task(self.say(req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_rpc(self, data: rtc.RpcInvocationData) -> str:
+        try:
+            req = SayRequest.model_validate_json(data.payload)
+        except ValidationError as exc:
+            SAID.labels("bad_request").inc()
+            raise rtc.RpcError(rtc.RpcError.ErrorCode.APPLICATION_ERROR,
+                               f"bad say request: {str(exc)[:200]}") from None
+        seconds = await self.say(req)
+        return f'{{"duration_s": {seconds:.3f}}}'
+
+    async def say(self, req: SayRequest) -> float:
+        """Speak ``req.text``; returns the speech's duration in seconds."""
+        async with self._lock:
+            cfg = self.session.engine.config
+            try:
+                speech = await asyncio.to_thread(self.tts.synthesize, req.text, req.language,
+                                                 req.voice)
+            except ValueError as exc:  # unknown language/voice: this request fails, not the lesson
+                SAID.labels("tts_error").inc()
+                self.log.warning("lesson.tts_failed", error=str(exc), language=req.language)
+                return 0.0
+            pcm = await asyncio.to_thread(resample, speech.pcm, speech.sample_rate,
+                                          cfg.sample_rate)
+            self.session.say(pcm, speech.viseme_track(cfg.fps))
+            SAID.labels("ok").inc()
+            self.log.info("lesson.say", language=req.language, chars=len(req.text),
+                          duration_s=round(speech.duration_s, 3))
+        await self._publish_transcription(req)
+        return speech.duration_s
+
+    async def _publish_transcription(self, req: SayRequest) -> None:
+        attrs = {ATTRIBUTE_TRANSCRIPTION_FINAL: "true",
+                 ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID: f"say-{next(self._ids)}",
+                 "lk.language": req.language}
+        for pub in self.room.local_participant.track_publications.values():
+            if pub.name == AVATAR_AUDIO_TRACK:
+                attrs[ATTRIBUTE_TRANSCRIPTION_TRACK_ID] = pub.sid
+        await self.room.local_participant.send_text(req.text, topic=TOPIC_TRANSCRIPTION,
+                                                    attributes=attrs)

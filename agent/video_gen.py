@@ -1,0 +1,102 @@
+"""The engine session as a livekit-agents ``VideoGenerator``, so the stock ``AvatarRunner``
+(``DataStreamAudioReceiver`` -> generator -> ``AVSynchronizer``) drives it.
+
+Audio from the voice agent arrives at any rate and channel count; it is resampled to the
+engine's rate (mono) and pushed into the session. The engine's thread hands back one
+:class:`~avatar_pipeline.engine.OutputFrame` per frame period, which this generator yields as a
+``VideoFrame`` followed, while speaking, by exactly one frame period of ``AudioFrame`` (and
+``AudioSegmentEnd`` after a segment's last frame). An interruption clears the engine session,
+the frames waiting here and the synchroniser's queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from avatar_pipeline.engine import EngineSession, OutputFrame
+from config.logs import get_logger
+from config.metrics import counter
+
+log = get_logger("agent.video_gen")
+DROPPED = counter("avatar_frames_dropped_total", "Frames dropped because nobody consumed them")
+_FORMATS = {"i420": rtc.VideoBufferType.I420, "rgba": rtc.VideoBufferType.RGBA}
+
+
+class EngineVideoGenerator(VideoGenerator):
+    def __init__(self, session: EngineSession, loop: asyncio.AbstractEventLoop,
+                 max_queued_frames: int = 50) -> None:
+        self.session = session
+        self.sample_rate = session.engine.config.sample_rate
+        self.fps = session.engine.config.fps
+        self._loop = loop
+        self._queue: asyncio.Queue[OutputFrame] = asyncio.Queue()
+        self._max_queued = max_queued_frames
+        self._resampler: rtc.AudioResampler | None = None
+        self._in_rate: int | None = None
+        self.av_sync: rtc.AVSynchronizer | None = None  # set by the session, cleared on clear
+        self.segments_played = 0
+        session.on_frame = self._on_frame
+
+    # engine thread
+    def _on_frame(self, frame: OutputFrame) -> None:
+        self._loop.call_soon_threadsafe(self._enqueue, frame)
+
+    def _enqueue(self, frame: OutputFrame) -> None:
+        # Nobody is consuming (e.g. before anyone subscribed): keep the newest frames only.
+        while self._queue.qsize() >= self._max_queued:
+            self._queue.get_nowait()
+            DROPPED.inc()
+        self._queue.put_nowait(frame)
+
+    # -- VideoGenerator ----------------------------------------------------------------------
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if isinstance(frame, AudioSegmentEnd):
+            if self._resampler is not None:
+                for f in self._resampler.flush():
+                    self.session.push_audio(self._mono(f))
+                self._resampler, self._in_rate = None, None
+            self.session.end_segment()
+            return
+        if frame.sample_rate != self.sample_rate:
+            if self._resampler is None or self._in_rate != frame.sample_rate:
+                self._resampler = rtc.AudioResampler(frame.sample_rate, self.sample_rate,
+                                                     num_channels=frame.num_channels)
+                self._in_rate = frame.sample_rate
+            for f in self._resampler.push(frame):
+                self.session.push_audio(self._mono(f))
+        else:
+            self.session.push_audio(self._mono(frame))
+
+    @staticmethod
+    def _mono(frame: rtc.AudioFrame) -> np.ndarray:
+        pcm = np.frombuffer(frame.data, np.int16)
+        if frame.num_channels > 1:
+            pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+        return pcm
+
+    async def clear_buffer(self) -> None:
+        self.session.clear()
+        self._resampler, self._in_rate = None, None
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if self.av_sync is not None:
+            await self.av_sync.clear_queue()
+        log.info("session.cleared", session_id=self.session.session_id)
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        return self._frames()
+
+    async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        while True:
+            f = await self._queue.get()
+            yield rtc.VideoFrame(f.width, f.height, _FORMATS[f.fmt], f.video)
+            if f.audio is not None:
+                yield rtc.AudioFrame(f.audio.tobytes(), self.sample_rate, 1, len(f.audio))
+            if f.segment_end:
+                self.segments_played += 1
+                yield AudioSegmentEnd()

@@ -1,0 +1,394 @@
+"""The per-worker engine: every session of a worker, one model, one compositor, one tick.
+
+A worker runs one :class:`AvatarEngine`. Each lesson opens an :class:`EngineSession` on it and
+pushes speech into it (network audio through :meth:`EngineSession.push_audio` /
+:meth:`EngineSession.end_segment`, or lesson text already spoken by our TTS through
+:meth:`EngineSession.say`). The engine's thread ticks once per video frame period and, for all
+sessions at once:
+
+1. takes one frame period of audio out of each session's adaptive jitter buffer
+   (:mod:`avatar_pipeline.jitter`), so bursts and network jitter are smoothed per session;
+2. runs **one** batched viseme-model call for every session that has audio this tick
+   (:class:`avatar_pipeline.visemes.VisemeBatcher`, chunked at ``max_batch``);
+3. composes **one** batch of frames, one per session (:mod:`avatar_pipeline.compose`);
+4. hands each session exactly one :class:`OutputFrame`: the video frame and, while speaking,
+   exactly ``1/fps`` of the audio it shows, so audio and video are in sync by construction.
+
+The tick is the batcher's flush: nothing waits for a batch to fill, so the batcher never makes a
+session late (``max_batch`` only splits a very large tick into several model calls). A tick that
+starts more than one period late is counted and the schedule restarts from now: late frames are
+counted, never bursted.
+
+The engine knows nothing about LiveKit: audio is int16 numpy arrays, frames are I420 (or RGBA)
+bytes. ``agent/`` adapts it to a livekit-agents ``VideoGenerator``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from avatar_pipeline.compose import SessionClock, make_compositor
+from avatar_pipeline.jitter import JitterBuffer, JitterConfig, Pull
+from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
+from config.logs import get_logger
+from config.metrics import LATENCY_BUCKETS, counter, gauge, histogram
+
+log = get_logger("avatar_pipeline.engine")
+
+TICKS = counter("avatar_engine_ticks_total", "Engine ticks", ("result",))
+BATCH = histogram("avatar_engine_batch_size", "Sessions composed in one tick",
+                  buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+TICK_SECONDS = histogram("avatar_engine_tick_seconds", "Work time of one tick (all sessions)")
+FRAME_LATENCY = histogram("avatar_frame_latency_seconds",
+                          "Speech audio leaving the jitter buffer -> its frame out",
+                          buckets=LATENCY_BUCKETS)
+UNDERRUNS = counter("avatar_audio_underruns_total", "Jitter-buffer underruns")
+SESSIONS = gauge("avatar_engine_sessions", "Sessions open on the engine")
+SILENT = np.zeros(NUM_VISEMES, np.float32)
+SILENT[SILENCE] = 1.0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    fps: int = 25
+    sample_rate: int = 48000  # audio out (and in: callers resample to this)
+    fmt: str = "i420"  # i420 (LiveKit VideoBufferType.I420) or rgba
+    backend: str = "numpy"  # numpy | torch | torch-cpu (see avatar_pipeline.compose)
+    max_batch: int = 64
+    jitter: JitterConfig | None = None  # None: adaptive defaults, one packet per frame period
+    smoothing: bool = True
+
+    @property
+    def samples_per_frame(self) -> int:
+        spf = self.sample_rate / self.fps
+        if spf != int(spf):
+            raise ValueError(f"{self.sample_rate} Hz is not a whole number of samples per frame "
+                             f"at {self.fps} fps")
+        return int(spf)
+
+
+@dataclass
+class OutputFrame:
+    """What a session shows and plays for one frame period."""
+
+    index: int  # frame number within the session
+    video: bytes
+    width: int
+    height: int
+    fmt: str
+    audio: np.ndarray | None  # int16, exactly samples_per_frame, or None (not speaking)
+    weights: np.ndarray  # the viseme weights shown
+    segment_end: bool = False  # the last frame of a speech segment
+    latency_s: float | None = None  # audio out of the jitter buffer -> this frame
+
+
+@dataclass
+class _Row:
+    weights: np.ndarray
+    audio: np.ndarray
+    pulled_at: float
+    segment_end: bool = False
+
+
+@dataclass
+class EngineSession:
+    """One lesson's state on the engine. Thread-safe to call from any thread/event loop."""
+
+    engine: AvatarEngine
+    session_id: str
+    avatar_id: str
+    on_frame: Callable[[OutputFrame], None]
+    clock: SessionClock
+    jitter: JitterBuffer
+    visemes: object  # StreamingVisemes
+    started_at: float = 0.0
+    _inbox: collections.deque = field(default_factory=collections.deque)
+    _pending: bytearray = field(default_factory=bytearray)  # audio not yet a whole packet
+    _segment: int = 0
+    _seq: int = 0
+    _rows: collections.deque = field(default_factory=collections.deque)  # frames ready to show
+    _fifo: collections.deque = field(default_factory=collections.deque)  # audio awaiting rows
+    _playing_segment: int | None = None
+    _frames_out: int = 0
+    closed: bool = False
+
+    # --- input (any thread) ---------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray) -> None:
+        """Speech audio, int16 mono at the engine's sample rate, as it arrives."""
+        a = np.asarray(pcm)
+        if a.dtype != np.int16 or a.ndim != 1:
+            raise ValueError(f"push_audio wants 1-D int16 PCM, got {a.dtype} {a.shape}")
+        self._inbox.append(("audio", a.tobytes(), self.engine.clock()))
+
+    def end_segment(self) -> None:
+        """The speech segment (one stream) is over; what is buffered still plays."""
+        self._inbox.append(("end", None, self.engine.clock()))
+
+    def clear(self) -> None:
+        """Interruption: drop every queued sample and frame of speech at once."""
+        self._inbox.append(("clear", None, self.engine.clock()))
+
+    def say(self, pcm: np.ndarray, weights: np.ndarray) -> None:
+        """Pre-timed speech (our TTS): int16 PCM at the engine rate and its viseme track
+        (one row per frame). Queued after what is already queued."""
+        spf = self.engine.config.samples_per_frame
+        n = len(weights)
+        if n == 0:
+            return
+        pcm = np.asarray(pcm, np.int16)
+        audio = np.zeros(n * spf, np.int16)
+        audio[:min(len(pcm), n * spf)] = pcm[:n * spf]
+        weights = np.asarray(weights, np.float32)
+        if self.engine._smoothing is not None:
+            from avatar_pipeline.visemes import smooth_track
+
+            weights = smooth_track(weights, self.engine._smoothing)
+        self._inbox.append(("say", (audio.reshape(n, spf), weights), self.engine.clock()))
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._rows) or self._playing_segment is not None
+
+    def close(self) -> None:
+        self.engine.close_session(self.session_id)
+
+    # --- engine thread ----------------------------------------------------------------------
+    def _drain_inbox(self, spf_bytes: int) -> None:
+        while self._inbox:
+            kind, data, at = self._inbox.popleft()
+            at_ms = at * 1000.0
+            if kind == "audio":
+                self._pending += data
+                while len(self._pending) >= spf_bytes:
+                    packet = np.frombuffer(bytes(self._pending[:spf_bytes]), np.int16)
+                    del self._pending[:spf_bytes]
+                    self.jitter.push(self._segment, self._seq, at_ms, packet)
+                    self._seq += 1
+            elif kind == "end":
+                if self._pending:  # the last partial packet, padded with silence
+                    packet = np.zeros(spf_bytes // 2, np.int16)
+                    tail = np.frombuffer(bytes(self._pending), np.int16)
+                    packet[:len(tail)] = tail
+                    self._pending.clear()
+                    self.jitter.push(self._segment, self._seq, at_ms, packet)
+                    self._seq += 1
+                if self._seq:
+                    self.jitter.end_segment(self._segment, self._seq)
+                self._segment += 1
+                self._seq = 0
+            elif kind == "clear":
+                self._pending.clear()
+                self.jitter.clear()
+                self._rows.clear()
+                self._fifo.clear()
+                self.visemes.reset()
+                self._playing_segment = None
+                self._segment += 1
+                self._seq = 0
+            elif kind == "say":
+                audio, weights = data
+                for i in range(len(weights)):
+                    self._rows.append(_Row(weights[i], audio[i], at, i == len(weights) - 1))
+
+    def _rows_from_model(self, rows: np.ndarray, end: bool = False) -> None:
+        for r in rows:
+            if not self._fifo:
+                break
+            audio, pulled_at = self._fifo.popleft()
+            self._rows.append(_Row(np.asarray(r, np.float32), audio, pulled_at))
+        if end:
+            self._fifo.clear()
+            if self._rows:
+                self._rows[-1].segment_end = True
+
+
+class AvatarEngine:
+    """One per worker: shared model, compositor and tick thread for every session."""
+
+    def __init__(self, avatar, config: EngineConfig | None = None, viseme_batcher=None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``avatar``: the default :class:`~avatar_pipeline.avatar.AvatarAsset` of sessions.
+        ``clock``: seconds, monotonic (tests drive the engine on a simulated clock)."""
+        self.clock = clock
+        from avatar_pipeline.visemes import SmoothingParams, VisemeBatcher
+
+        self.config = cfg = config or EngineConfig()
+        self._spf = cfg.samples_per_frame
+        self._jitter_cfg = cfg.jitter or JitterConfig(packet_ms=1000.0 / cfg.fps)
+        if abs(self._jitter_cfg.packet_ms - 1000.0 / cfg.fps) > 1e-6:
+            raise ValueError("the jitter buffer's packet must be one frame period")
+        self._smoothing = SmoothingParams(fps=cfg.fps) if cfg.smoothing else None
+        self.batcher = viseme_batcher or VisemeBatcher(max_batch=cfg.max_batch)
+        self.compositor = make_compositor(cfg.backend, fmt=cfg.fmt, max_batch=cfg.max_batch)
+        self.default_avatar = self.compositor.add_avatar(avatar)
+        self._avatars = {self.default_avatar: avatar}
+        self.width, self.height = avatar.width, avatar.height
+        self._sessions: dict[str, EngineSession] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.ticks = 0
+        self.late_ticks = 0
+        self.last_batch = 0
+        self.max_batch_seen = 0
+
+    # --- sessions -----------------------------------------------------------------------------
+    def add_avatar(self, asset) -> str:
+        with self._lock:
+            aid = self.compositor.add_avatar(asset)
+            self._avatars[aid] = asset
+            return aid
+
+    def open_session(self, on_frame: Callable[[OutputFrame], None], avatar_id: str | None = None,
+                     session_id: str | None = None, seed: int | None = None) -> EngineSession:
+        from avatar_pipeline.visemes import StreamingVisemes
+
+        sid = session_id or f"s{next(self._ids)}"
+        aid = avatar_id or self.default_avatar
+        if aid not in self._avatars:
+            raise KeyError(f"avatar {aid} is not loaded on this engine")
+        s = EngineSession(
+            engine=self, session_id=sid, avatar_id=aid, on_frame=on_frame,
+            clock=SessionClock(seed if seed is not None else hash(sid) & 0xFFFF,
+                               self._avatars[aid]),
+            jitter=JitterBuffer(self._jitter_cfg),
+            visemes=StreamingVisemes(self.config.fps, model=self.batcher.model,
+                                     smoothing=self._smoothing),
+            started_at=self.clock(),
+        )
+        with self._lock:
+            if sid in self._sessions:
+                raise ValueError(f"session {sid} is already open")
+            self._sessions[sid] = s
+            SESSIONS.set(len(self._sessions))
+        log.info("engine.session_opened", session_id=sid, avatar_id=aid)
+        return s
+
+    def close_session(self, session_id: str) -> None:
+        with self._lock:
+            s = self._sessions.pop(session_id, None)
+            SESSIONS.set(len(self._sessions))
+        if s is not None:
+            s.closed = True
+            log.info("engine.session_closed", session_id=session_id, frames=s._frames_out,
+                     underruns=s.jitter.stats.underruns)
+
+    @property
+    def sessions(self) -> list[EngineSession]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    # --- the tick -------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> int:
+        """One frame period for every session; returns how many frames were composed."""
+        now = self.clock() if now is None else now
+        now_ms = now * 1000.0
+        sessions = self.sessions
+        spf_bytes = self._spf * 2
+        feed: list[tuple[EngineSession, np.ndarray]] = []
+        for s in sessions:
+            s._drain_inbox(spf_bytes)
+            p = s.jitter.pull(now_ms)
+            if p.kind in (Pull.PLAY, Pull.CONCEAL) or (
+                    p.kind is Pull.UNDERRUN and s._playing_segment is not None):
+                if p.segment != s._playing_segment and s._playing_segment is not None:
+                    s._rows_from_model(s.visemes.flush(), end=True)  # previous segment ended
+                s._playing_segment = p.segment
+                audio = p.payload if p.kind is Pull.PLAY else np.zeros(self._spf, np.int16)
+                if p.kind is Pull.UNDERRUN and p.seq is not None:
+                    UNDERRUNS.inc()
+                s._fifo.append((audio, now))
+                feed.append((s, audio))
+            elif s._playing_segment is not None:  # IDLE: the segment is over
+                s._rows_from_model(s.visemes.flush(), end=True)
+                s._playing_segment = None
+        if feed:
+            rows = self.batcher.push_many([(s.visemes, a, self.config.sample_rate)
+                                           for s, a in feed])
+            for (s, _), r in zip(feed, rows, strict=True):
+                s._rows_from_model(r)
+
+        states, shown = [], []
+        for s in sessions:
+            row = s._rows.popleft() if s._rows else None
+            t = now - s.started_at
+            w = row.weights if row is not None else SILENT
+            states.append(s.clock.state(s.avatar_id, w, t))
+            shown.append(row)
+        if not states:
+            return 0
+        batch = self.compositor.compose(states)
+        self.last_batch = len(states)
+        self.max_batch_seen = max(self.max_batch_seen, len(states))
+        BATCH.observe(len(states))
+        done = self.clock()
+        for i, (s, row) in enumerate(zip(sessions, shown, strict=True)):
+            latency = None if row is None else done - row.pulled_at
+            if latency is not None:
+                FRAME_LATENCY.observe(latency)
+            frame = OutputFrame(
+                index=s._frames_out, video=bytes(batch.data(i)), width=self.width,
+                height=self.height, fmt=self.config.fmt,
+                audio=None if row is None else row.audio,
+                weights=states[i].weights, segment_end=bool(row and row.segment_end),
+                latency_s=latency)
+            s._frames_out += 1
+            try:
+                s.on_frame(frame)
+            except Exception:  # one session's consumer must not stop the others
+                log.exception("engine.on_frame_failed", session_id=s.session_id)
+        return len(states)
+
+    # --- the thread -----------------------------------------------------------------------
+    def start(self) -> AvatarEngine:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="avatar-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        period = 1.0 / self.config.fps
+        next_at = self.clock()
+        while not self._stop.is_set():
+            start = self.clock()
+            if start - next_at > period:
+                self.late_ticks += 1
+                TICKS.labels("late").inc()
+                next_at = start  # restart the schedule: never burst to catch up
+            try:
+                with TICK_SECONDS.time():
+                    self.tick(start)
+                TICKS.labels("ok").inc()
+            except Exception:
+                TICKS.labels("error").inc()
+                log.exception("engine.tick_failed")
+            self.ticks += 1
+            next_at += period
+            delay = next_at - self.clock()
+            if delay > 0:
+                self._stop.wait(delay)
+
+    def __enter__(self) -> AvatarEngine:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        with contextlib.suppress(Exception):
+            for s in self.sessions:
+                self.close_session(s.session_id)
