@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from livekit import api as lkapi
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -40,7 +40,7 @@ log = get_logger("router.api")
 
 LessonId = Annotated[str, Path(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 _ -")]
 WorkerId = Annotated[str, Path(pattern=ID_PATTERN)]
-USER_PATTERN = r"^(?!avatar-)[A-Za-z0-9_.@-]{1,128}$"
+USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 
 
 class ApiError(Exception):
@@ -63,6 +63,13 @@ class JoinRequest(BaseModel):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
     voice_agent_identity: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_avatar(cls, v: str) -> str:
+        if v.startswith("avatar-"):
+            raise ValueError("user ids starting with 'avatar-' are reserved for avatars")
+        return v
 
     @model_validator(mode="after")
     def _both(self) -> JoinRequest:
