@@ -175,20 +175,23 @@ class Router:
         the dead worker, so exactly one replica wins it and dispatches."""
         counts = {"moved": 0, "spilled": 0, "no_capacity": 0, "redispatched": 0,
                   "dead_worker": 0}
+        swept = {}
         for pool in self.all_pools():
-            dead, stale, live, cap, used = await self.store.sweep(pool)
+            dead, stale, live, cap, used = swept[pool] = await self.store.sweep(pool)
             region = pool_region(pool)
             self.metrics.live_workers.labels(pool, region).set(live)
             self.metrics.utilisation.labels(pool, region).set(used / cap if cap else 0.0)
+        free = {pool: s[3] - s[4] for pool, s in swept.items()}
+        for pool, (dead, stale, *_rest) in swept.items():
             for worker in dead:
                 counts["dead_worker"] += 1
                 lessons = await self.redis.smembers(f"{{pool:{pool}}}:worker:{worker}:lessons")
                 for raw in lessons:
                     lesson_id = raw.decode() if isinstance(raw, bytes) else raw
-                    await self._move(pool, lesson_id, worker, counts)
+                    await self._move(pool, lesson_id, worker, counts, free)
             for raw in stale:
                 lesson_id = raw.decode() if isinstance(raw, bytes) else raw
-                a = await self.store.assign(pool, lesson_id)
+                a = await self.store.assign(pool, lesson_id, evict=False)
                 if a.status == "ok" and a.must_dispatch:
                     voice = await self._voice(pool, lesson_id)
                     try:
@@ -197,7 +200,8 @@ class Router:
                     except DispatchFailed:
                         pass
                 elif a.status != "ok":
-                    await self.redis.zrem(f"{{pool:{pool}}}:dispatch:pending", lesson_id)
+                    # its worker is dead: the dead-worker pass moves it (and dispatches)
+                    pass
         for action, n in counts.items():
             if n:
                 self.metrics.reconciler.labels(action).inc(n)
@@ -207,14 +211,19 @@ class Router:
         v = await self.redis.hget(f"{{pool:{pool}}}:lesson:{lesson_id}", "voice_agent_identity")
         return v.decode() if isinstance(v, bytes) else v
 
-    async def _move(self, pool: str, lesson_id: str, dead: str, counts: dict[str, int]) -> None:
+    async def _move(self, pool: str, lesson_id: str, dead: str, counts: dict[str, int],
+                    free: dict[str, int]) -> None:
         voice = await self._voice(pool, lesson_id)
-        a = await self.store.assign(pool, lesson_id, voice=voice or "", expect_worker=dead)
+        # spill only where the last sweep saw room; otherwise the lesson stays on the dead
+        # worker (not evicted) and the next pass tries again
+        others = [p for p in self.all_pools()
+                  if p != pool and not p.endswith("-canary") and free.get(p, 0) > 0]
+        a = await self.store.assign(pool, lesson_id, voice=voice or "", expect_worker=dead,
+                                    evict=bool(others))
         if a.status == "skip":
             return
         if a.status == "full":
             # evicted from this pool (no live capacity): spill to the other pools by priority
-            others = [p for p in self.all_pools() if p != pool and not p.endswith("-canary")]
             if not others:
                 counts["no_capacity"] += 1
                 log.warning("reconcile.no_capacity", lesson_id=lesson_id, worker_id=dead,

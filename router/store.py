@@ -73,13 +73,13 @@ class FleetStore:
 
     # --- one pool -----------------------------------------------------------------------------
     async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0, voice: str = "",
-                     expect_worker: str = "") -> Assignment:
+                     expect_worker: str = "", evict: bool = True) -> Assignment:
         k = PoolKeys(pool)
         r = await self.scripts(
             "assign",
             [k.lesson(lesson_id), k.workers_load, k.workers_seen, k.fence, k.dispatch_pending],
             [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
-             expect_worker],
+             expect_worker, "1" if evict else "0"],
         )
         return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]))
 

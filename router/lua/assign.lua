@@ -5,6 +5,8 @@
 -- ARGV[1] lesson id  ARGV[2] heartbeat ttl ms  ARGV[3] pool name  ARGV[4] min fence
 -- ARGV[5] key prefix "{pool:R}:" (worker keys are built from it; same hash slot)
 -- ARGV[6] dispatch lease ms  ARGV[7] voice agent identity or ""  ARGV[8] expected worker or ""
+-- ARGV[9] "1": when the lesson's worker is dead and this pool is full, evict the lesson (the
+--         caller spills it to another pool); "0": leave it where it is (retried later)
 -- Returns {status, worker, fence, must_dispatch, changed}; status: ok | full | skip.
 -- must_dispatch = 1 for exactly one caller per fence (it holds the dispatch claim), until the
 -- claim is confirmed or older than the lease.
@@ -15,6 +17,7 @@ local lesson_key, load_key, seen_key, fence_key, pending_key =
 local lesson_id, ttl, pool, min_fence, prefix, lease, voice, expect =
   ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]),
   ARGV[7], ARGV[8]
+local evict = ARGV[9] ~= '0'
 
 local function fresh(w)
   local seen = redis.call('ZSCORE', seen_key, w)
@@ -77,7 +80,7 @@ for _, w in ipairs(cands) do
 end
 
 if not chosen then
-  if old_worker then
+  if old_worker and evict then
     -- its worker is dead and this pool is full: evict, so the caller can spill elsewhere
     redis.call('SREM', prefix .. 'worker:' .. old_worker .. ':lessons', lesson_id)
     resync(old_worker)

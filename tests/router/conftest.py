@@ -202,3 +202,6 @@ def router_procs(tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+BODY_TEMPLATE = {"user_id": "learner-1", "display_name": "Ada"}
