@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110, ASYNC230, ASYNC240  (polling files written by a subprocess is the point)
 """A minimal livekit-agents worker for the dispatch test (the avatar worker is another issue):
 it registers under ``avatar-<id>``, checks the dispatch's fence in Redis with the shared
 ``FleetMember.fence_is_current`` (as the real worker's request_fnc will), joins as the avatar

@@ -205,3 +205,30 @@ def router_procs(tmp_path):
 
 
 BODY_TEMPLATE = {"user_id": "learner-1", "display_name": "Ada"}
+
+
+async def fire(requests: list[tuple[str, str, dict]], concurrency: int = 64,
+               headers: dict | None = None) -> list[tuple[int, dict | str]]:
+    """Send ``(method, url, json)`` requests with at most ``concurrency`` in flight (aiohttp);
+    returns ``(status, body)`` per request in order; status 0 = a transport error."""
+    import aiohttp
+
+    sem = asyncio.Semaphore(concurrency)
+    out: list = [None] * len(requests)
+    conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=conn, headers=headers or API,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as s:
+        async def one(i: int, method: str, url: str, body: dict | None) -> None:
+            async with sem:
+                try:
+                    async with s.request(method, url, json=body) as r:
+                        text = await r.text()
+                        try:
+                            out[i] = (r.status, __import__("json").loads(text))
+                        except ValueError:
+                            out[i] = (r.status, text)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    out[i] = (0, repr(exc))
+
+        await asyncio.gather(*(one(i, *req) for i, req in enumerate(requests)))
+    return out

@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110, ASYNC230, ASYNC240  (polling files written by a subprocess is the point)
 """Against the real LiveKit server: a join dispatches to the chosen worker's agent name (a real
 livekit-agents worker in a subprocess gets exactly that job, with the metadata), the avatar
 joins as its stable identity, and the learner token joins the same room."""
