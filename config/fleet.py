@@ -10,9 +10,24 @@ key                            type    meaning
 ``{pool:R}:workers:seen``      zset    worker id -> last heartbeat, ms of Redis ``TIME``
 ``{pool:R}:worker:<id>``       hash    capacity, state, epoch, region, active, seen_ms
 ``{pool:R}:worker:<id>:lessons`` set   lesson ids assigned to the worker (for the reconciler)
-``{pool:R}:lesson:<id>``       hash    worker, fence, region
-``{pool:R}:fence``             string  fence counter (INCR); fences only grow
+``{pool:R}:lesson:<id>``       hash    worker, fence, pool, assigned_at, voice_agent_identity,
+                                       dispatch_fence, dispatch_state (pending|done),
+                                       dispatch_at (ms), dispatch_id
+``{pool:R}:fence``             string  fence counter (INCR); fences only grow (and a lesson that
+                                       moves to another pool gets a fence above its old one)
+``{pool:R}:dispatch:pending``  zset    lesson id -> ms its dispatch was claimed; the router's
+                                       reconciler re-dispatches claims older than the lease
+``lesson-home:<id>``           string  the pool that serves the lesson (claimed ``SET NX``,
+                                       moved by compare-and-set when a pool is full); the
+                                       lesson's hash lives in that pool
+``router:canary``              hash    ``percent`` (0-100) of user buckets sent to canary pools
 =============================  ======  =====================================================
+
+A pool is a region (``R``) or its canary (``R-canary``, :func:`canary_pool`): canary workers
+heartbeat with ``FleetMember(redis, id, canary_pool(region), capacity)`` and join the region's
+LiveKit. The ``drain`` field of ``worker:<id>`` (``1``) is set by ops through the router
+(``POST /v1/workers/<id>/drain``); heartbeats never overwrite it, assign skips such a worker, and
+a worker may watch it to start draining itself.
 
 A worker heartbeats every ``heartbeat_interval_s`` with :func:`heartbeat` (Lua, Redis time);
 a router treats a worker whose ``seen`` is older than ``heartbeat_ttl_s`` as dead.
@@ -43,6 +58,12 @@ RPC_PLAYBACK_FINISHED = "lk.playback_finished"
 ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 # --- our own additions ---------------------------------------------------------------------
 RPC_SAY = "avatar.say"  # payload: SayRequest JSON; makes the avatar speak lesson text
+SAY_TOPIC = "avatar.say"
+"""Data-packet topic of lesson text: the router (not a room participant) sends a reliable
+``RoomService.send_data`` to ``destination_identities=[avatar_identity(lesson)]`` with a
+:class:`SayRequest` JSON payload; the worker listens for packets on this topic."""
+CANARY_SUFFIX = "-canary"
+CANARY_KEY = "router:canary"
 AVATAR_AUDIO_TRACK = "avatar_audio"
 AVATAR_VIDEO_TRACK = "avatar_video"
 
@@ -55,6 +76,21 @@ def valid_id(value: str) -> bool:
 def agent_name(worker_id: str) -> str:
     """The unique agent name a worker registers under, so an explicit dispatch reaches it alone."""
     return f"avatar-{worker_id}"
+
+
+def canary_pool(region: str) -> str:
+    """The canary pool of a region (its workers run the version being rolled out)."""
+    return region + CANARY_SUFFIX
+
+
+def pool_region(pool: str) -> str:
+    """The region a pool belongs to (its LiveKit deployment)."""
+    return pool.removesuffix(CANARY_SUFFIX)
+
+
+def lesson_home_key(lesson_id: str) -> str:
+    """Which pool serves a lesson (a string key outside the pools, see the table above)."""
+    return f"lesson-home:{lesson_id}"
 
 
 def room_name(lesson_id: str) -> str:
@@ -130,6 +166,15 @@ class PoolKeys:
 
     def lesson(self, lesson_id: str) -> str:
         return f"{self.tag}:lesson:{lesson_id}"
+
+    @property
+    def dispatch_pending(self) -> str:
+        return f"{self.tag}:dispatch:pending"
+
+    @property
+    def prefix(self) -> str:
+        """``{pool:R}:``, for Lua scripts that build worker keys of the same pool (same slot)."""
+        return f"{self.tag}:"
 
 
 def lua_source(name: str) -> str:

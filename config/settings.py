@@ -76,6 +76,32 @@ class VideoSettings(BaseModel):
         return v
 
 
+class RouterSettings(BaseModel):
+    """The router (``python -m router``). Keys are stored as sha256 hex digests, never in clear:
+    ``python -m router hash-key <key>`` prints one. Lists are JSON in the environment, e.g.
+    ``AVATAR_ROUTER__API_KEY_SHA256='["<hex>"]'``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_key_sha256: list[str] = []
+    ops_key_sha256: list[str] = []
+    token_ttl_s: int = Field(900, ge=60, le=86400)
+    reconcile_interval_s: float = Field(1.0, gt=0, le=60)
+    dispatch_lease_s: float = Field(5.0, gt=0, le=120)
+    livekit_timeout_s: float = Field(3.0, gt=0, le=60)
+    redis_timeout_s: float = Field(0.5, gt=0, le=30)
+    retry_after_s: int = Field(2, ge=1, le=300)
+    canary_cache_s: float = Field(1.0, ge=0, le=60)
+
+    @field_validator("api_key_sha256", "ops_key_sha256")
+    @classmethod
+    def _hex(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h.lower()):
+                raise ValueError("each entry must be a sha256 hex digest (64 hex characters)")
+        return [h.lower() for h in v]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -91,6 +117,7 @@ class Settings(BaseSettings):
     regions_file: Path | None = None
     region: str = Field("local", pattern=r"^[a-z0-9-]{1,32}$")
     worker: WorkerSettings = WorkerSettings()
+    router: RouterSettings = RouterSettings()
     video: VideoSettings = VideoSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -1,0 +1,31 @@
+"""The router's Prometheus metrics (one registry per app, so tests can build several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from config.metrics import counter, gauge, histogram
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.join_seconds = histogram("router_join_seconds",
+                                      "Join handling time inside the router", registry=r)
+        self.assignments = counter("router_assignments_total",
+                                   "Join outcomes: affinity, assigned, spilled, full, error",
+                                   ("result",), registry=r)
+        self.dispatches = counter("router_dispatches_total", "Agent dispatches by outcome",
+                                  ("result",), registry=r)
+        self.utilisation = gauge("router_pool_utilisation",
+                                 "Assigned lessons / capacity of serving workers, per pool",
+                                 ("pool", "region"), registry=r)
+        self.live_workers = gauge("router_pool_live_workers", "Live workers per pool",
+                                  ("pool", "region"), registry=r)
+        self.reconciler = counter("router_reconciler_actions_total",
+                                  "Reconciler actions: moved, spilled, no_capacity, redispatched,"
+                                  " dead_worker", ("action",), registry=r)
+        self.redis_errors = counter("router_redis_unavailable_total",
+                                    "Requests answered 503 because Redis was unreachable",
+                                    registry=r)

@@ -1,0 +1,121 @@
+"""Real NGINX in front of real router processes: config checks (nginx -t), a router killed
+during load gives 0 client-visible errors, past the rate -> 429, /metrics not exposed, the
+LiveKit signalling WebSocket proxied."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+
+import httpx
+import pytest
+from livekit import rtc
+
+from nginx import Tls, render_config
+from scripts.servers import NginxServer, free_port
+from tests.router.conftest import API, BODY_TEMPLATE, fire, router_env
+
+pytestmark = [pytest.mark.nginx, pytest.mark.redis, pytest.mark.livekit]
+
+
+def test_rendered_config_passes_nginx_t(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    for conf in (
+        render_config(["127.0.0.1:1"], 8080),
+        render_config(["127.0.0.1:1", "127.0.0.1:2"], 8080, livekit="127.0.0.1:7880",
+                      tls=Tls(str(cert), str(key), f"127.0.0.1:{free_port()}")),
+    ):
+        server = NginxServer(conf)
+        try:
+            r = server.test_config()
+            assert "test is successful" in r.stderr
+        finally:
+            server.__exit__(None, None, None)
+    with pytest.raises(ValueError):
+        render_config([], 8080)
+
+
+@pytest.fixture
+async def two_routers(redis_url, regions_file, router_procs, workers):
+    for i in range(4):
+        await workers(f"w{i}", capacity=100)
+    return router_procs(router_env(redis_url, regions_file), 2)
+
+
+async def test_kill_one_router_during_load_zero_errors(two_routers, nginx_factory):
+    a, b = two_routers
+    ngx = nginx_factory(render_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"],
+                                      port=(port := free_port()), rate_per_s=10000,
+                                      burst=10000, worker_processes=1), port=port)
+    url = ngx.url
+    n, rate = 600, 100.0  # 6 s of joins over 150 lessons, open loop
+    results: list = []
+
+    async def load() -> None:
+        import aiohttp
+        async with aiohttp.ClientSession(headers=API) as s:
+            async def one(i: int) -> None:
+                try:
+                    async with s.post(f"{url}/v1/lessons/k{i % 150}/join",
+                                      json=BODY_TEMPLATE) as r:
+                        results.append((r.status, await r.text()))
+                except aiohttp.ClientError as exc:
+                    results.append((0, repr(exc)))
+            tasks, t0 = [], time.monotonic()
+            for i in range(n):
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+                tasks.append(asyncio.create_task(one(i)))
+            await asyncio.gather(*tasks)
+
+    task = asyncio.create_task(load())
+    await asyncio.sleep(2.0)
+    a.kill()  # SIGKILL mid-load: in-flight requests on it are retried on b by NGINX
+    await task
+    errors = [r for r in results if r[0] != 200]
+    assert len(results) == n
+    assert errors == [], errors[:5]
+    # both routers served before the kill (least_conn spreads), b alone after
+    assert b.proc.poll() is None
+
+
+async def test_past_the_rate_is_429_json(two_routers, nginx_factory):
+    a, b = two_routers
+    port = free_port()
+    ngx = nginx_factory(render_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], port=port,
+                                      rate_per_s=5, burst=5), port=port)
+    reqs = [("POST", f"{ngx.url}/v1/lessons/rl{i}/join", BODY_TEMPLATE) for i in range(40)]
+    res = await fire(reqs, concurrency=40)
+    codes = [c for c, _ in res]
+    assert codes.count(200) >= 5 and codes.count(429) >= 20
+    assert set(codes) <= {200, 429}
+    limited = next(body for c, body in res if c == 429)
+    assert limited["error"] == "rate_limited"
+
+
+async def test_metrics_hidden_headers_and_websocket_proxy(two_routers, nginx_factory,
+                                                          livekit_server):
+    a, b = two_routers
+    port = free_port()
+    lk_hostport = livekit_server.url.removeprefix("ws://")
+    ngx = nginx_factory(render_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], port=port,
+                                      livekit=lk_hostport), port=port)
+    async with httpx.AsyncClient(base_url=ngx.url) as c:
+        assert (await c.get("/metrics")).status_code == 404
+        assert (await httpx.AsyncClient().get(a.url + "/metrics")).status_code == 200
+        r = await c.get("/healthz")
+        assert r.status_code == 200
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "server" not in r.headers or "nginx/" not in r.headers["server"]
+        j = (await c.post("/v1/lessons/ws-1/join", json=BODY_TEMPLATE, headers=API)).json()
+    # the learner's signalling WebSocket goes through NGINX (/rtc upgrade), media direct
+    room = rtc.Room()
+    await room.connect(ngx.url.replace("http://", "ws://"), j["token"])
+    try:
+        assert room.name == "lesson-ws-1"
+    finally:
+        await room.disconnect()

@@ -1,0 +1,154 @@
+"""Worker death: the reconciler moves its lessons to live workers with new fences and new
+dispatches (real Redis, real LiveKit); racing reconcilers move each lesson exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from livekit import api
+
+from config.fleet import DispatchMetadata, PoolKeys, agent_name
+from router.metrics import RouterMetrics
+from router.service import Router
+from tests.router.conftest import API, BODY_TEMPLATE, TTL_S, make_settings, running_app
+
+pytestmark = [pytest.mark.redis, pytest.mark.livekit]
+
+
+@pytest.fixture
+async def lk(livekit_server):
+    client = api.LiveKitAPI(livekit_server.url, livekit_server.api_key, livekit_server.api_secret)
+    yield client
+    await client.aclose()
+
+
+async def named_dispatches(lk, room: str) -> list[tuple[str, DispatchMetadata]]:
+    return [(d.agent_name, DispatchMetadata.from_json(d.metadata))
+            for d in await lk.agent_dispatch.list_dispatch(room) if d.agent_name]
+
+
+async def test_dead_worker_lessons_move_with_new_fences_and_dispatches(
+        redis_url, regions_file, workers, lk, redis_client):
+    w1 = await workers("w1", capacity=5)
+    await workers("w2", capacity=5)
+    await workers("w3", capacity=5)
+    async with running_app(make_settings(redis_url, regions_file)) as c:
+        before = {}
+        for i in range(9):
+            r = await c.post(f"/v1/lessons/dm{i}/join", json=BODY_TEMPLATE, headers=API)
+            assert r.status_code == 200
+            before[f"dm{i}"] = r.json()
+        on_w1 = {k: v for k, v in before.items() if v["worker_id"] == "w1"}
+        assert len(on_w1) == 3
+        t0 = time.monotonic()
+        await w1.die()
+        k = PoolKeys("local")
+        while await redis_client.scard(k.worker_lessons("w1")):
+            assert time.monotonic() - t0 < TTL_S + 5, "reconciler did not move the lessons"
+            await asyncio.sleep(0.1)
+        moved_after = time.monotonic() - t0
+        for lesson, old in on_w1.items():
+            h = await redis_client.hgetall(k.lesson(lesson))
+            new_worker, new_fence = h[b"worker"].decode(), int(h[b"fence"])
+            assert new_worker in ("w2", "w3") and new_fence > old["fence"]
+            # a second dispatch, to the new worker's agent name, with the new fence
+            for _ in range(50):
+                got = await named_dispatches(lk, old["room"])
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert sorted(m.fence for _, m in got) == [old["fence"], new_fence]
+            latest = max(got, key=lambda x: x[1].fence)
+            assert latest[0] == agent_name(new_worker) and latest[1].worker_id == new_worker
+            # the join after the move answers the new worker (no third dispatch)
+            r = await c.post(f"/v1/lessons/{lesson}/join", json=BODY_TEMPLATE, headers=API)
+            assert (r.json()["worker_id"], r.json()["fence"]) == (new_worker, new_fence)
+        # untouched lessons kept worker and fence
+        for lesson, old in before.items():
+            if lesson not in on_w1:
+                h = await redis_client.hgetall(k.lesson(lesson))
+                assert (h[b"worker"].decode(), int(h[b"fence"])) == (old["worker_id"],
+                                                                      old["fence"])
+        assert moved_after < TTL_S + 3
+        # no capacity exceeded after the move
+        for w in ("w2", "w3"):
+            assert await redis_client.scard(k.worker_lessons(w)) <= 5
+        assert 'router_reconciler_actions_total{action="moved"} 3.0' in (
+            await c.get("/metrics")).text
+
+
+async def test_racing_reconcilers_move_each_lesson_once(redis_url, regions_file, workers, lk,
+                                                        redis_client):
+    settings = make_settings(redis_url, regions_file)
+    w1 = await workers("w1", capacity=20)
+    await workers("w2", capacity=20)
+    await workers("w3", capacity=20)
+    clients = [aioredis.Redis.from_url(redis_url) for _ in range(4)]
+    replicas = [Router(settings, r, RouterMetrics()) for r in clients]
+    try:
+        lead = replicas[0]
+        lessons = [f"race{i}" for i in range(30)]
+        for lesson in lessons:
+            await lead.join(lesson, "u1")
+        k = PoolKeys("local")
+        victims = [x.decode() for x in await redis_client.smembers(k.worker_lessons("w1"))]
+        assert len(victims) == 10
+        old = {v: int(await redis_client.hget(k.lesson(v), "fence")) for v in victims}
+        await w1.die()
+        await asyncio.sleep(TTL_S + 0.3)
+        results = await asyncio.gather(*(r.reconcile_once() for r in replicas))
+        assert sum(x["moved"] for x in results) == 10  # each lesson moved by one replica only
+        for v in victims:
+            got = await named_dispatches(lk, f"lesson-{v}")
+            fences = sorted(m.fence for _, m in got)
+            assert len(fences) == 2 and fences[0] == old[v] and fences[1] > old[v]
+        assert await redis_client.scard(k.worker_lessons("w1")) == 0
+        # the dead worker with no lessons is forgotten on the next pass
+        await lead.reconcile_once()
+        assert await redis_client.zscore(k.workers_seen, "w1") is None
+    finally:
+        for r in replicas:
+            await r.lk.aclose()
+        for c in clients:
+            await c.aclose()
+
+
+async def test_dead_worker_spills_to_another_region_when_its_pool_is_full(
+        tmp_path, redis_url, livekit_server, workers, lk, redis_client):
+    from tests.router.conftest import write_regions
+
+    regions = write_regions(tmp_path / "r.yaml", livekit_server, ("local", "east"))
+    a = await workers("a", capacity=2, region="local")
+    await workers("b", capacity=2, region="east")
+    async with running_app(make_settings(redis_url, regions)) as c:
+        r = (await c.post("/v1/lessons/sp1/join", json=BODY_TEMPLATE, headers=API)).json()
+        assert r["region"] == "local"
+        await a.die()
+        deadline = time.monotonic() + TTL_S + 5
+        while await redis_client.get("lesson-home:sp1") != b"east":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        h = await redis_client.hgetall(PoolKeys("east").lesson("sp1"))
+        assert h[b"worker"] == b"b" and int(h[b"fence"]) > r["fence"]
+        assert not await redis_client.exists(PoolKeys("local").lesson("sp1"))
+
+
+async def test_no_capacity_keeps_the_lesson_until_a_worker_appears(
+        redis_url, regions_file, workers, redis_client):
+    a = await workers("a", capacity=1)
+    async with running_app(make_settings(redis_url, regions_file)) as c:
+        r = (await c.post("/v1/lessons/nc1/join", json=BODY_TEMPLATE, headers=API)).json()
+        await a.die()
+        await asyncio.sleep(TTL_S + 1)  # several passes with nowhere to go
+        k = PoolKeys("local")
+        assert (await redis_client.hget(k.lesson("nc1"), "worker")) == b"a"  # not lost
+        assert 'action="no_capacity"' in (await c.get("/metrics")).text
+        await workers("b", capacity=1)
+        deadline = time.monotonic() + 5
+        while (await redis_client.hget(k.lesson("nc1"), "worker")) != b"b":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert int(await redis_client.hget(k.lesson("nc1"), "fence")) > r["fence"]
