@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 
 import redis.asyncio as aioredis
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
@@ -27,7 +28,7 @@ from config.fleet import (
     avatar_identity,
 )
 from config.logs import get_logger, setup_logging
-from config.metrics import counter, gauge
+from config.metrics import counter, gauge, start_metrics_server
 from config.settings import Settings
 
 log = get_logger("agent.worker")
@@ -48,7 +49,11 @@ class AvatarServer(AgentServer):
             api_key=settings.livekit.api_key,
             api_secret=settings.livekit.api_secret.get_secret_value(),
             load_fnc=self.current_load,
-            load_threshold=1.0,  # full exactly at capacity; the router never over-assigns
+            # The router holds capacity in Redis and dispatches only within it; the SDK's own
+            # gate would wrongly refuse a second dispatch arriving while the first is decided
+            # (it counts a reserved slot as the whole threshold with no idle processes), and
+            # LiveKit drops a refused explicit dispatch. Capacity is checked in on_request.
+            load_threshold=math.inf,
             **kwargs,
         )
         self.redis = aioredis.Redis.from_url(settings.redis_url)
@@ -78,6 +83,9 @@ class AvatarServer(AgentServer):
         # The livekit-agents CLI adds its own root handler before calling run(): put ours back
         # so that every line (ours and the SDK's) is written once, as structlog JSON.
         setup_logging(self.settings.log_level, self.settings.log_format)
+        if self.settings.metrics_port:
+            start_metrics_server(self.settings.metrics_port)
+            self.log.info("metrics.serving", port=self.settings.metrics_port)
         self._engine = await asyncio.to_thread(make_engine, self.settings)
         self.log.info("engine.started", backend=self._engine.config.backend,
                       fps=self._engine.config.fps, size=[self._engine.width, self._engine.height])
@@ -160,6 +168,11 @@ class AvatarServer(AgentServer):
         if not current:
             JOBS.labels("stale_fence").inc()
             self.log.info("job.rejected", reason="stale fence", **ids)
+            await req.reject()
+            return
+        if len(self._lessons) >= self.capacity and meta.lesson_id not in self._lessons:
+            JOBS.labels("full").inc()
+            self.log.warning("job.rejected", reason="at capacity", **ids)
             await req.reject()
             return
         if self._lessons.get(meta.lesson_id) == meta.fence:

@@ -52,6 +52,7 @@ FRAME_LATENCY = histogram("avatar_frame_latency_seconds",
                           buckets=LATENCY_BUCKETS)
 UNDERRUNS = counter("avatar_audio_underruns_total", "Jitter-buffer underruns")
 SESSIONS = gauge("avatar_engine_sessions", "Sessions open on the engine")
+LAST_BATCH = gauge("avatar_engine_batch_sessions", "Sessions composed together in the last tick")
 SILENT = np.zeros(NUM_VISEMES, np.float32)
 SILENT[SILENCE] = 1.0
 
@@ -150,7 +151,10 @@ class EngineSession:
         if self.engine._smoothing is not None:
             from avatar_pipeline.visemes import smooth_track
 
-            weights = smooth_track(weights, self.engine._smoothing)
+            # The whole track is known: smooth forward and backward, so coarticulation costs
+            # no lag (a causal smoother alone put the mouth ~35 ms behind the audio).
+            p = self.engine._smoothing
+            weights = smooth_track(smooth_track(weights, p)[::-1], p)[::-1].copy()
         self._inbox.append(("say", (audio.reshape(n, spf), weights), self.engine.clock()))
 
     @property
@@ -330,6 +334,7 @@ class AvatarEngine:
         self.last_batch = len(states)
         self.max_batch_seen = max(self.max_batch_seen, len(states))
         BATCH.observe(len(states))
+        LAST_BATCH.set(len(states))
         done = self.clock()
         for i, (s, row) in enumerate(zip(sessions, shown, strict=True)):
             latency = None if row is None else done - row.pulled_at

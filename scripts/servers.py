@@ -143,7 +143,8 @@ class _Process:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not os.environ.get("AVATAR_KEEP_LOGS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 # --- Redis ------------------------------------------------------------------------------------
