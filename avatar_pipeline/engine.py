@@ -7,7 +7,9 @@ pushes speech into it (network audio through :meth:`EngineSession.push_audio` /
 sessions at once:
 
 1. takes one frame period of audio out of each session's adaptive jitter buffer
-   (:mod:`avatar_pipeline.jitter`), so bursts and network jitter are smoothed per session;
+   (:mod:`avatar_pipeline.jitter`), so bursts and network jitter are smoothed per session
+   (after a stall it catches up by dropping only silent packets: pauses get shorter, words
+   are never lost);
 2. runs **one** batched viseme-model call for every session that has audio this tick
    (:class:`avatar_pipeline.visemes.VisemeBatcher`, chunked at ``max_batch``);
 3. composes **one** batch of frames, one per session (:mod:`avatar_pipeline.compose`);
@@ -55,6 +57,17 @@ SESSIONS = gauge("avatar_engine_sessions", "Sessions open on the engine")
 LAST_BATCH = gauge("avatar_engine_batch_sessions", "Sessions composed together in the last tick")
 SILENT = np.zeros(NUM_VISEMES, np.float32)
 SILENT[SILENCE] = 1.0
+
+
+SILENCE_RMS = 300.0  # int16: about -40 dBFS
+
+
+def is_silent(pcm: np.ndarray | None) -> bool:
+    """A packet quiet enough to drop when catching up after a stall (a pause, not a word)."""
+    if pcm is None or len(pcm) == 0:
+        return True
+    x = pcm.astype(np.float32)
+    return float(np.sqrt(np.mean(x * x))) < SILENCE_RMS
 
 
 @dataclass(frozen=True)
@@ -264,7 +277,7 @@ class AvatarEngine:
             engine=self, session_id=sid, avatar_id=aid, on_frame=on_frame,
             clock=SessionClock(seed if seed is not None else hash(sid) & 0xFFFF,
                                self._avatars[aid]),
-            jitter=JitterBuffer(self._jitter_cfg),
+            jitter=JitterBuffer(self._jitter_cfg, can_drop=is_silent),
             visemes=StreamingVisemes(self.config.fps, model=self.batcher.model,
                                      smoothing=self._smoothing),
             started_at=self.clock(),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +123,12 @@ class Pulled:
 class JitterBuffer:
     """One stream's buffer. ``push`` on arrival, ``pull`` once per packet period."""
 
-    def __init__(self, config: JitterConfig | None = None) -> None:
+    def __init__(self, config: JitterConfig | None = None,
+                 can_drop: Callable[[Any], bool] | None = None) -> None:
+        """``can_drop(payload)``: may this packet be dropped to catch up? (e.g. only silence,
+        so a stall costs a shorter pause, never words). None: any packet may be."""
         self.cfg = config or JitterConfig()
+        self._can_drop = can_drop
         self.stats = JitterStats()
         self._rel: deque[float] = deque(maxlen=self.cfg.window)
         self._target = self.cfg.initial_ms if self.cfg.adaptive else self.cfg.fixed_target_ms
@@ -241,7 +246,8 @@ class JitterBuffer:
         delay = now_ms - (seg.t0 + seg.next_seq * self.cfg.packet_ms)
         ahead = seg.buffered() * self.cfg.packet_ms
         if (seg.since_drop >= every and delay > self._target + self.cfg.catchup_hysteresis_ms
-                and ahead > self._target and seg.next_seq in seg.packets):
+                and ahead > self._target and seg.next_seq in seg.packets
+                and (self._can_drop is None or self._can_drop(seg.packets[seg.next_seq][1]))):
             seg.packets.pop(seg.next_seq)
             seg.next_seq += 1
             seg.since_drop = 0
