@@ -10,31 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.request
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-import redis as redis_sync
-from livekit import api, rtc
-from livekit.agents.types import TOPIC_TRANSCRIPTION
-from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit import api
 
-from avatar_pipeline.avatar import AvatarRegistry
-from avatar_pipeline.tts import default_engine
-from config.fleet import (
-    SAY_TOPIC,
-    DispatchMetadata,
-    PoolKeys,
-    SayRequest,
-    agent_name,
-    avatar_identity,
-    room_name,
-)
+from config.fleet import SAY_TOPIC, SayRequest, avatar_identity, room_name
+from scripts.room_probe import Learner, dispatch, speak, voice_agent
 from scripts.servers import AvatarWorkerProcess, free_port
 
 pytestmark = [pytest.mark.livekit, pytest.mark.redis]
 WORKER = "w-av"
-VOICE = "voice-agent"
 
 
 @pytest.fixture(scope="module")
@@ -45,142 +31,18 @@ def stack(livekit_server, redis_server):
         yield livekit_server, redis_server, w, port
 
 
-def _token(lk, identity: str, room: str) -> str:
-    return (api.AccessToken(lk.api_key, lk.api_secret).with_identity(identity)
-            .with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt())
-
-
-async def _dispatch(lk, redis_url: str, lesson: str, fence: int = 1, voice: str | None = VOICE):
-    r = redis_sync.Redis.from_url(redis_url)
-    r.hset(PoolKeys("local").lesson(lesson), mapping={"worker": WORKER, "fence": fence})
-    meta = DispatchMetadata(lesson_id=lesson, worker_id=WORKER, fence=fence,
-                            voice_agent_identity=voice)
-    async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
-        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-            agent_name=agent_name(WORKER), room=room_name(lesson), metadata=meta.to_json()))
-
-
-@dataclass
-class Learner:
-    """Subscribes to the avatar and records arrival times of video (mouth activity) and audio."""
-
-    room: rtc.Room = field(default_factory=rtc.Room)
-    video_t: list[float] = field(default_factory=list)
-    mouth: list[float] = field(default_factory=list)
-    audio_t: list[float] = field(default_factory=list)
-    audio_rms: list[float] = field(default_factory=list)
-    transcripts: list[tuple[str, dict]] = field(default_factory=list)
-    tracks: dict[str, rtc.Track] = field(default_factory=dict)
-    tasks: list[asyncio.Task] = field(default_factory=list)
-
-    async def join(self, lk, lesson: str) -> None:
-        box = AvatarRegistry().default().mouth_box
-        # the middle of the mouth box (the sides reach the hair), with room for the idle sway
-        self._crop = (slice(max(0, box.y - 8), box.y + box.height + 8),
-                      slice(box.x + box.width // 5, box.x + box.width * 4 // 5))
-
-        @self.room.on("track_subscribed")
-        def _on_track(track, pub, participant):
-            if participant.identity != avatar_identity(lesson):
-                return
-            self.tracks[pub.name] = track
-            reader = self._video if track.kind == rtc.TrackKind.KIND_VIDEO else self._audio
-            self.tasks.append(asyncio.create_task(reader(track)))
-
-        async def _on_text(reader: rtc.TextStreamReader, who: str):
-            self.transcripts.append((await reader.read_all(), dict(reader.info.attributes)))
-
-        self.room.register_text_stream_handler(
-            TOPIC_TRANSCRIPTION, lambda r, who: self.tasks.append(
-                asyncio.create_task(_on_text(r, who))))
-        await self.room.connect(lk.url, _token(lk, "learner", room_name(lesson)))
-
-    async def _video(self, track):
-        async for ev in rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA):
-            f = ev.frame
-            img = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 4)
-            luma = img[self._crop][..., :3].astype(np.float32).mean(-1)
-            self.video_t.append(time.monotonic())
-            # mouth openness: share of teeth (bright) and cavity (dark) pixels, in percent; a
-            # closed mouth shows lips and skin only. Robust to the idle sway (a few pixels).
-            self.mouth.append(float(((luma < 90) | (luma > 215)).mean() * 100))
-
-    async def _audio(self, track):
-        async for ev in rtc.AudioStream(track, sample_rate=48000, num_channels=1):
-            x = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768
-            self.audio_t.append(time.monotonic())
-            self.audio_rms.append(float(np.sqrt(np.mean(x * x))))
-
-    async def wait_tracks(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.tracks) < 2 or not self.video_t:
-            assert time.monotonic() < deadline, f"avatar tracks: {list(self.tracks)}"
-            await asyncio.sleep(0.1)
-
-    def window(self, t0: float, t1: float):
-        vt, at = np.array(self.video_t), np.array(self.audio_t)
-        vm = np.array(self.mouth)[(vt >= t0) & (vt < t1)]
-        ar = np.array(self.audio_rms)[(at >= t0) & (at < t1)]
-        return vm, ar
-
-    def av_offset_ms(self, t0: float, t1: float) -> float:
-        """Lag of mouth activity behind the audio envelope (cross-correlation on a 5 ms grid)."""
-        grid = np.arange(t0, t1, 0.005)
-        a = np.interp(grid, self.audio_t, self.audio_rms)
-        a = np.convolve(a, np.ones(8) / 8, mode="same")  # 40 ms envelope, like a video frame
-        v = np.interp(grid, self.video_t, self.mouth)
-        a, v = (a - a.mean()) / (a.std() + 1e-9), (v - v.mean()) / (v.std() + 1e-9)
-        lags = np.arange(-40, 41)  # +-200 ms
-        xc = [np.dot(a[max(0, -k):len(a) - max(0, k)], v[max(0, k):len(v) - max(0, -k)])
-              for k in lags]
-        return float(lags[int(np.argmax(xc))] * 5.0)
-
-    async def leave(self, lk=None):
-        """Leave; with ``lk``, also end the lesson (delete the room) so the avatar's job ends."""
-        for t in self.tasks:
-            t.cancel()
-        name = self.room.name
-        await self.room.disconnect()
-        if lk is not None:
-            async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
-                await lkapi.room.delete_room(api.DeleteRoomRequest(room=name))
-
-
-async def _voice_agent(lk, lesson: str) -> tuple[rtc.Room, DataStreamAudioOutput, list, list]:
-    room = rtc.Room()
-    await room.connect(lk.url, _token(lk, VOICE, room_name(lesson)))
-    out = DataStreamAudioOutput(room, destination_identity=avatar_identity(lesson),
-                                wait_playback_start=True)
-    started, finished = [], []
-    out.on("playback_started", lambda ev: started.append(time.monotonic()))
-    out.on("playback_finished", lambda ev: finished.append(ev))
-    return room, out, started, finished
-
-
-async def _speak(out: DataStreamAudioOutput, text: str, chunk_ms: int = 20) -> float:
-    """Our TTS's audio through the stock sender, pushed faster than real time (as TTS does)."""
-    sp = await asyncio.to_thread(default_engine().synthesize, text, "en")
-    n = sp.sample_rate * chunk_ms // 1000
-    for i in range(0, len(sp.pcm), n):
-        chunk = sp.pcm[i:i + n]
-        await out.capture_frame(rtc.AudioFrame(chunk.tobytes(), sp.sample_rate, 1, len(chunk)))
-        await asyncio.sleep(chunk_ms / 1000 / 5)
-    out.flush()
-    return sp.duration_s
-
-
 async def test_voice_agent_drives_lip_sync_and_av_stay_in_sync(stack):
     lk, redis, _w, _port = stack
     lesson = "av-sync"
     learner = Learner()
     await learner.join(lk, lesson)
-    vroom, out, started, finished = await _voice_agent(lk, lesson)
+    vroom, out, started, finished = await voice_agent(lk, lesson)
     try:
-        await _dispatch(lk, redis.url, lesson)
+        await dispatch(lk, redis.url, WORKER, lesson)
         await learner.wait_tracks()
         await asyncio.sleep(3.0)  # idle: the avatar breathes and blinks, mouth at rest
         t_speak = time.monotonic()
-        duration = await _speak(out, "Hello! Today we will practise the names of the colours: "
+        duration = await speak(out, "Hello! Today we will practise the names of the colours: "
                                      "red, orange, purple and blue.")
         deadline = time.monotonic() + duration + 10
         while not finished and time.monotonic() < deadline:
@@ -225,11 +87,11 @@ async def test_clear_buffer_interrupts_within_200ms_and_next_segment_plays(stack
     lesson = "av-clear"
     learner = Learner()
     await learner.join(lk, lesson)
-    vroom, out, started, finished = await _voice_agent(lk, lesson)
+    vroom, out, started, finished = await voice_agent(lk, lesson)
     try:
-        await _dispatch(lk, redis.url, lesson)
+        await dispatch(lk, redis.url, WORKER, lesson)
         await learner.wait_tracks()
-        speak = asyncio.create_task(_speak(out, "This is a long sentence that the learner will "
+        speaking = asyncio.create_task(speak(out, "This is a long sentence that the learner will "
                                                 "interrupt before it ends, because she has a "
                                                 "question about the previous exercise."))
         while not started:
@@ -239,7 +101,7 @@ async def test_clear_buffer_interrupts_within_200ms_and_next_segment_plays(stack
         assert np.median(playing) > 0.02, "speaking before the interruption"
         t_clear = time.monotonic()
         out.clear_buffer()
-        await speak
+        await speaking
         while not finished:
             assert time.monotonic() - t_clear < 5, "playback_finished always arrives"
             await asyncio.sleep(0.02)
@@ -254,7 +116,7 @@ async def test_clear_buffer_interrupts_within_200ms_and_next_segment_plays(stack
         finished.clear()
         started.clear()
         t_next = time.monotonic()
-        duration = await _speak(out, "Yes, of course. Let us go back.")
+        duration = await speak(out, "Yes, of course. Let us go back.")
         while not finished:
             assert time.monotonic() - t_next < duration + 10
             await asyncio.sleep(0.05)
@@ -272,7 +134,7 @@ async def test_lesson_text_is_spoken_with_a_transcription(stack):
     learner = Learner()
     await learner.join(lk, lesson)
     try:
-        await _dispatch(lk, redis.url, lesson, voice=None)  # a scripts-only lesson
+        await dispatch(lk, redis.url, WORKER, lesson, voice=None)  # a scripts-only lesson
         await learner.wait_tracks()
         text = "Buenos días. Hoy aprendemos los números."
         t_say = time.monotonic()
@@ -304,7 +166,7 @@ async def test_two_rooms_share_one_batch(stack):
         for lesson in ("batch-1", "batch-2"):
             learner = Learner()
             await learner.join(lk, lesson)
-            await _dispatch(lk, redis.url, lesson, voice=None)
+            await dispatch(lk, redis.url, WORKER, lesson, voice=None)
             rooms.append(learner)
         for learner in rooms:
             await learner.wait_tracks()
