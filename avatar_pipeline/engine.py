@@ -242,7 +242,10 @@ class AvatarEngine:
         self._jitter_cfg = cfg.jitter or JitterConfig(packet_ms=1000.0 / cfg.fps)
         if abs(self._jitter_cfg.packet_ms - 1000.0 / cfg.fps) > 1e-6:
             raise ValueError("the jitter buffer's packet must be one frame period")
-        self._smoothing = SmoothingParams(fps=cfg.fps) if cfg.smoothing else None
+        # Lighter than the smoother's defaults (30/70/60 ms): those put the mouth 25 ms behind
+        # the audio it ships with; these keep coarticulation and stay within +-20 ms.
+        self._smoothing = (SmoothingParams(fps=cfg.fps, attack_ms=20, release_ms=60,
+                                           min_hold_ms=40) if cfg.smoothing else None)
         self.batcher = viseme_batcher or VisemeBatcher(max_batch=cfg.max_batch)
         self.compositor = make_compositor(cfg.backend, fmt=cfg.fmt, max_batch=cfg.max_batch)
         self.default_avatar = self.compositor.add_avatar(avatar)

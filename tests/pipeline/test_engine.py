@@ -173,3 +173,41 @@ def test_a_stall_is_an_underrun_with_silence_not_a_crash(engine, speech):
     assert len(played) == len(sent) and all(
         np.array_equal(a, b) for a, b in zip(played, sent, strict=True)), \
         "the stall costs silence (and catching up drops only pauses): no word is lost"
+
+
+def _offset_ms(asset, frames) -> float:
+    """Lag of mouth openness behind the audio envelope in the engine's own output."""
+    from avatar_pipeline.compose import i420_to_rgb
+
+    b = asset.mouth_box
+    openness, env = [], []
+    for f in frames:
+        img = i420_to_rgb(np.frombuffer(f.video, np.uint8), f.width, f.height)
+        luma = img[b.y - 8:b.y + b.height + 8,
+                   b.x + b.width // 5:b.x + b.width * 4 // 5].astype(np.float32).mean(-1)
+        openness.append(((luma < 90) | (luma > 215)).mean())
+        a = (f.audio if f.audio is not None else np.zeros(SPF, np.int16)).astype(np.float32)
+        env += [np.sqrt(np.mean(c * c)) for c in a.reshape(4, -1)]  # 10 ms steps
+    grid = np.arange(0, len(frames) / FPS, 0.005)
+    v = np.interp(grid, np.arange(len(frames)) / FPS, openness)
+    e = np.convolve(np.interp(grid, np.arange(len(env)) / 100, env), np.ones(8) / 8, "same")
+    v, e = (v - v.mean()) / v.std(), (e - e.mean()) / e.std()
+    lags = np.arange(-40, 41)
+    xc = [np.dot(e[max(0, -k):len(e) - max(0, k)], v[max(0, k):len(v) - max(0, -k)]) for k in lags]
+    return float(lags[int(np.argmax(xc))] * 5)
+
+
+@pytest.mark.parametrize("path", ["network audio", "lesson text"])
+def test_the_mouth_is_in_sync_with_the_audio_it_ships_with(engine, speech, asset, path):
+    sp, pcm = speech
+    frames = []
+    s = engine.open_session(frames.append)
+    run(engine, 10)
+    if path == "network audio":
+        s.push_audio(pcm)
+        s.end_segment()
+    else:
+        s.say(pcm, sp.viseme_track(FPS))
+    run(engine, int(len(pcm) / SPF) + 20)
+    offset = _offset_ms(asset, frames)
+    assert abs(offset) <= 20, f"mouth vs audio in the worker's output: {offset:+.0f} ms"
