@@ -54,6 +54,7 @@ LANG_WEIGHTS: dict[str, float] = {
     "en": 0.28, "es": 0.18, "zh": 0.18, "fa": 0.18, "fr": 0.05, "de": 0.05, "it": 0.04, "pt": 0.04,
 }
 SPLITS = ("train", "val", "heldout_voices", "heldout_style")
+DATA_VERSION = 3  # bump when the generator changes (the trainer rebuilds a stale cache)
 
 
 def all_variants() -> list[str]:
@@ -145,8 +146,11 @@ def sample_spec(rng: np.random.Generator, split: str, aug: AugmentConfig) -> Utt
     return UttSpec(
         language=lang, espeak_lang=espeak_lang, text=_pick_text(rng, lang, split),
         variant=variant, rate=rate, pitch=pitch, pitch_range=int(rng.integers(10, 101)),
-        word_gap=int(rng.choice([0, 0, 0, 1, 2, 4])), lead_s=float(rng.uniform(0.0, 0.4)),
-        tail_s=float(rng.uniform(0.0, 0.4)), aug=a,
+        word_gap=int(rng.choice([0, 0, 0, 1, 2, 4])),
+        # silences up to 1.2 s, so that long pauses (digital zeros or just noise) are seen
+        lead_s=float(rng.uniform(0.0, 1.2) if rng.random() < 0.3 else rng.uniform(0.0, 0.3)),
+        tail_s=float(rng.uniform(0.0, 1.2) if rng.random() < 0.3 else rng.uniform(0.0, 0.3)),
+        aug=a,
     )
 
 
@@ -191,11 +195,15 @@ def opus_roundtrip(x: np.ndarray, sr: int, kbps: int) -> np.ndarray:
             out.mux(p)
     buf.seek(0)
     chunks = []
+    dec_rate = sr
     with av.open(buf, "r") as inp:
         for fr in inp.decode(audio=0):
             a = fr.to_ndarray().reshape(-1)
+            dec_rate = fr.sample_rate
             chunks.append(a.astype(np.float32) / (32768.0 if a.dtype == np.int16 else 1.0))
     y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if dec_rate != sr:  # ffmpeg's Opus decoder always outputs 48 kHz
+        y = _resample(y, dec_rate, sr)
     y = y[: len(x)]
     return np.pad(y, (0, len(x) - len(y))).astype(np.float32)
 
@@ -297,6 +305,7 @@ def build(out: Path, split: str, hours: float, seed: int, aug: AugmentConfig | N
     np.savez(path, feats=np.concatenate(feats), labels=np.concatenate(labels),
              offsets=np.asarray(offsets, np.int64))
     (out / f"{split}.json").write_text(json.dumps({"seed": seed, "hours": hours,
+                                                   "version": DATA_VERSION,
                                                    "utterances": specs}, ensure_ascii=False))
     log.info("corpus_written", split=split, path=str(path), utterances=len(specs),
              frames=int(offsets[-1]))
