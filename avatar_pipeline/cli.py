@@ -85,7 +85,11 @@ def _speech_from_audio(path: str, fps: int):
         raise CliError(
             "--audio needs avatar_pipeline.visemes.audio_to_visemes (the audio->viseme model), "
             f"which is not in this build yet ({exc}); use --text instead") from None
-    track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+    try:
+        track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+    except FileNotFoundError as exc:
+        raise CliError(f"--audio needs the audio->viseme model weights, which are not in this "
+                       f"build yet ({exc}); use --text instead") from None
     return pcm, rate, track
 
 

@@ -16,21 +16,18 @@ log = get_logger(__name__)
 
 
 def smooth(track: np.ndarray, fps: int) -> np.ndarray:
-    """Coarticulation smoothing of a (n, 15) track: the visemes engineer's
-    ``avatar_pipeline.visemes.smoothing.smooth_track`` when it is installed, else a plain
-    attack/release one-pole per viseme (fast attack ~25 ms, release ~60 ms)."""
+    """Coarticulation smoothing of a (n, 15) track with the visemes stage's
+    ``avatar_pipeline.visemes.smoothing`` (top-k blend, minimum hold, attack/release) when it is
+    in the build, else a plain attack/release one-pole per viseme."""
     track = np.asarray(track, np.float32)
     try:
-        from avatar_pipeline.visemes.smoothing import smooth_track
+        from avatar_pipeline.visemes.smoothing import SmoothingParams, smooth_track
     except ImportError:
         smooth_track = None
-    if smooth_track is not None:
-        try:
-            return np.asarray(smooth_track(track, fps=fps), np.float32)
-        except TypeError:
-            return np.asarray(smooth_track(track, fps), np.float32)
-    a_up = 1 - np.exp(-1 / (0.025 * fps))
-    a_down = 1 - np.exp(-1 / (0.060 * fps))
+    if smooth_track is not None and len(track):
+        return np.asarray(smooth_track(track, SmoothingParams(fps=float(fps))), np.float32)
+    a_up = 1 - np.exp(-1 / (0.030 * fps))
+    a_down = 1 - np.exp(-1 / (0.070 * fps))
     out = np.empty_like(track)
     y = track[0].copy() if len(track) else np.zeros(NUM_VISEMES, np.float32)
     for i, x in enumerate(track):
