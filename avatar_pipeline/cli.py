@@ -4,6 +4,7 @@
     avatar render --audio speech.wav -o out.webm --timeline track.png
     avatar register photo.jpg            # prints the new avatar id
     avatar list
+    avatar sheet --avatar ID -o mouths.png
 
 Bad input gives one clear line on stderr and exit code 2.
 """
@@ -55,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="a name for it (default: the file name)")
 
     sub.add_parser("list", help="registered avatars")
+
+    s = sub.add_parser("sheet", help="contact sheet (PNG) of an avatar's 15 mouth shapes")
+    s.add_argument("--avatar", default="default")
+    s.add_argument("-o", "--output", required=True)
     return p
 
 
@@ -148,6 +153,19 @@ def cmd_list(args, registry) -> int:
     return 0
 
 
+def cmd_sheet(args, registry) -> int:
+    from PIL import Image
+
+    from avatar_pipeline.compose.offline import mouth_sheet
+
+    if not args.output.lower().endswith(".png"):
+        raise CliError(f"{args.output}: the sheet is a .png")
+    asset = registry.resolve(args.avatar)
+    Image.fromarray(mouth_sheet(asset)).save(args.output, optimize=True)
+    print(args.output)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging("debug" if args.verbose else "warning")
@@ -155,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     from avatar_pipeline.media import MediaError
 
     registry = AvatarRegistry(args.cache_dir)
-    handlers = {"render": cmd_render, "register": cmd_register, "list": cmd_list}
+    handlers = {"render": cmd_render, "register": cmd_register, "list": cmd_list,
+                "sheet": cmd_sheet}
     try:
         return handlers[args.cmd](args, registry)
     except (CliError, AvatarError, MediaError, FileNotFoundError) as exc:

@@ -21,7 +21,17 @@ import numpy as np
 from avatar_pipeline.avatar.asset import AvatarAsset, Box
 from avatar_pipeline.viseme_set import VISEMES
 
-DEFAULT_REF = "default-v1"
+
+def _source_tag() -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+
+
+DEFAULT_REF = f"default-v1-{_source_tag()}"
+"""Registry name of the drawn tutor; it changes with this file, so a cache never serves an
+older drawing."""
 SIZE = 512
 SS = 4  # supersampling factor
 

@@ -85,3 +85,36 @@ def draw_timeline(path, pcm: np.ndarray, sample_rate: int, track: np.ndarray, fp
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mouth_sheet(asset: AvatarAsset, cols: int = 5, pad: float = 0.25) -> np.ndarray:
+    """The 15 visemes of any avatar as composed frames, cropped to the lower face and labelled
+    (RGB uint8): what a viewer sees for each mouth shape."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from avatar_pipeline.compose import FrameState, NumpyCompositor
+
+    comp = NumpyCompositor("rgba", max_batch=NUM_VISEMES)
+    aid = comp.add_avatar(asset)
+    states = []
+    for i in range(NUM_VISEMES):
+        w = np.zeros(NUM_VISEMES, np.float32)
+        w[i] = 1
+        states.append(FrameState(aid, w, t=0.0))
+    batch = comp.compose(states)
+    b = asset.mouth_box
+    px, py = int(b.width * pad), int(b.height * pad)
+    x0, y0 = max(0, b.x - px // 2), max(0, b.y - py)
+    x1, y1 = min(asset.width, b.x + b.width + px // 2), min(asset.height, b.y + b.height)
+    tw, th = x1 - x0, y1 - y0
+    label = 26
+    rows = -(-NUM_VISEMES // cols)
+    sheet = Image.new("RGB", (cols * tw, rows * (th + label)), (250, 250, 250))
+    d = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=18)
+    for i, v in enumerate(VISEMES):
+        tile = Image.fromarray(np.ascontiguousarray(batch.rgba(i)[y0:y1, x0:x1, :3]))
+        x, y = (i % cols) * tw, (i // cols) * (th + label)
+        sheet.paste(tile, (x, y + label))
+        d.text((x + 8, y + 3), f"{i}  {v}", fill=(30, 30, 30), font=font)
+    return np.asarray(sheet)
