@@ -107,6 +107,24 @@ def test_refuses_bad_quality(edit, reason):
         detect_face(edit(ASTRONAUT))
 
 
+def _rotated(im, deg):
+    m = cv2.getRotationMatrix2D((225, 115), deg, 1.0)
+    return cv2.warpAffine(im, m, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+
+
+def _one_eye_covered(im):
+    out = im.copy()
+    out[85:120, 228:275] = (40, 30, 25)
+    return out
+
+
+@pytest.mark.parametrize("edit", [_one_eye_covered, lambda im: _rotated(im, 20)])
+def test_refuses_not_frontal(edit):
+    with pytest.raises(AvatarError, match="not frontal enough"):
+        detect_face(edit(ASTRONAUT))
+    detect_face(_rotated(ASTRONAUT, 8))  # a slight tilt is fine
+
+
 def test_refuses_corrupt_and_wrong_format(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
