@@ -2,6 +2,7 @@
 
     avatar render --text "Hello!" --lang en [--avatar default|ID|DIR|PHOTO] -o out.mp4
     avatar render --audio speech.wav -o out.webm --timeline track.png
+    avatar render --text "..." --neural wav2lip.onnx -o out.mp4   # your Wav2Lip-class weights
     avatar register photo.jpg            # prints the new avatar id
     avatar list
     avatar sheet --avatar ID -o mouths.png
@@ -49,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeline", help="also draw the viseme track under the waveform (PNG)")
     r.add_argument("--seed", type=int, default=0, help="idle motion / blink seed")
     r.add_argument("--backend", default="numpy", choices=("numpy", "torch", "torch-cpu"))
+    r.add_argument("--neural", metavar="MODEL.onnx",
+                   help="repaint the mouth with a Wav2Lip-class ONNX model (your weights)")
     r.add_argument("--no-progress", action="store_true")
 
     g = sub.add_parser("register", help="make a photo avatar from a face photo (or video/GIF)")
@@ -121,12 +124,29 @@ def cmd_render(args, registry) -> int:
         track = np.concatenate([track, pad])
     track = smooth(track[:n_frames], fps)
     asset = registry.resolve(args.avatar)
-    frames = render_frames(asset, track, fps, seed=args.seed, backend=args.backend)
+    post, fmt = None, "i420"
+    if args.neural:
+        from avatar_pipeline.neural import ModelSignatureError, NeuralRenderer, mel_windows
+
+        try:
+            neural = NeuralRenderer(args.neural)
+        except ModelSignatureError as exc:
+            raise CliError(f"--neural: {exc}") from None
+        neural.add_avatar(asset)
+        mels = mel_windows(pcm, rate, fps)
+        mels = np.concatenate([mels, np.repeat(mels[-1:], max(0, n_frames - len(mels)), 0)])
+
+        def post(frames, start):
+            neural.render(frames, mels[start:start + len(frames)], [asset.id] * len(frames))
+
+        fmt = "rgba"
+    frames = render_frames(asset, track, fps, seed=args.seed, backend=args.backend, fmt=fmt,
+                           post=post)
     from tqdm import tqdm
 
     frames = tqdm(frames, total=n_frames, unit="frame", desc="render",
                   disable=args.no_progress or None)
-    write_video(out, frames, asset.width, asset.height, fps, pcm, rate)
+    write_video(out, frames, asset.width, asset.height, fps, pcm, rate, pixel_format=fmt)
     if args.timeline:
         draw_timeline(args.timeline, pcm, rate, track, fps,
                       title=(args.text or Path(args.audio).name)[:100])

@@ -3,7 +3,7 @@ compositor the worker uses (frames are composed ``batch`` at a time)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -38,13 +38,18 @@ def smooth(track: np.ndarray, fps: int) -> np.ndarray:
 
 
 def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0,
-                  backend: str = "numpy", fmt: str = "i420", batch: int = 25
+                  backend: str = "numpy", fmt: str = "i420", batch: int = 25,
+                  post: Callable[[np.ndarray, int], None] | None = None
                   ) -> Iterator[np.ndarray]:
     """Yield one frame per row of ``track`` (I420 rows or RGBA arrays). Each yielded array is a
-    view into the compositor's buffer: use it (encode it) before asking for the next batch."""
+    view into the compositor's buffer: use it (encode it) before asking for the next batch.
+    ``post(frames, first_index)`` may repaint a batch of RGBA frames in place (the neural
+    slot does)."""
     track = np.asarray(track, np.float32)
     if track.ndim != 2 or track.shape[1] != NUM_VISEMES:
         raise ValueError(f"viseme track must be (n_frames, {NUM_VISEMES}), got {track.shape}")
+    if post is not None and fmt != "rgba":
+        raise ValueError("post-processing works on RGBA frames")
     comp = make_compositor(backend, fmt=fmt, max_batch=batch)
     aid = comp.add_avatar(asset)
     clock = SessionClock(seed, asset)
@@ -52,8 +57,11 @@ def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0
         rows = range(start, min(start + batch, len(track)))
         states = [clock.state(aid, track[i], i / fps) for i in rows]
         frames = comp.compose(states).numpy()
-        for j in range(len(states)):
-            yield frames[j] if fmt == "i420" else frames[j].reshape(comp.height, comp.width, 4)
+        if fmt == "rgba":
+            frames = frames.reshape(len(states), comp.height, comp.width, 4)
+            if post is not None:
+                post(frames, start)
+        yield from frames
 
 
 def draw_timeline(path, pcm: np.ndarray, sample_rate: int, track: np.ndarray, fps: int,

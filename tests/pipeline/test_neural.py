@@ -88,3 +88,21 @@ def test_fixed_batch_model_is_looped(tmp_path, small_model):
     assert r.fixed_batch == 1
     out = r.infer(np.zeros((5, 1, 80, 16), np.float32), np.zeros((5, 6, 96, 96), np.float32))
     assert out.shape == (5, 3, 96, 96)
+
+
+def test_render_cli_with_neural_slot(small_model, tmp_path, capsys):
+    from avatar_pipeline.avatar import AvatarRegistry
+    from avatar_pipeline.avatar.default import DEFAULT_REF
+    from avatar_pipeline.cli import main
+    from avatar_pipeline.media import probe
+
+    cache = tmp_path / "cache"
+    AvatarRegistry(cache).add(default_avatar(), ref=DEFAULT_REF)
+    out = tmp_path / "n.mp4"
+    assert main(["--cache-dir", str(cache), "render", "--text", "Hello there.", "--neural",
+                 str(small_model), "-o", str(out), "--no-progress"]) == 0
+    assert probe(out)["video_frames"] > 10
+    bad = _graph_model(str(tmp_path / "bad.onnx"), [("face", (6, 96, 96))], (3, 96, 96))
+    assert main(["--cache-dir", str(cache), "render", "--text", "Hi.", "--neural", bad, "-o",
+                 str(out), "--no-progress"]) == 2
+    assert "--neural: expected 2 inputs" in capsys.readouterr().err
