@@ -42,15 +42,22 @@ class AvatarRegistry:
 
     def add(self, asset: AvatarAsset, ref: str | None = None) -> str:
         """Store ``asset`` (idempotent: same content, same id) and optionally name it."""
-        tmp = self.root / f".new-{os.getpid()}"
-        avatar_id = save_asset(asset, tmp)
-        final = self.root / avatar_id
-        if final.exists():
-            import shutil
+        import shutil
+        import tempfile
 
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root)) / "asset"
+        try:
+            avatar_id = save_asset(asset, tmp)
+            final = self.root / avatar_id
+            if not final.exists():
+                try:
+                    os.replace(tmp, final)
+                except OSError:  # another process stored the same content first
+                    if not final.is_dir():
+                        raise
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
         if ref:
             self.set_ref(ref, avatar_id)
         self._loaded[avatar_id] = asset
