@@ -32,8 +32,8 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar", description="Talking-avatar offline tools.")
-    p.add_argument("--cache-dir", help="avatar registry (default ~/.cache/avatar-fleet/avatars "
-                   "or $AVATAR_CACHE_DIR)")
+    p.add_argument("--cache-dir", help="avatar registry (default $FLEET_AVATAR_CACHE or "
+                   "~/.cache/avatar-fleet/avatars)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="cmd", required=True)
 
