@@ -249,13 +249,12 @@ def _draw_head_back(p: _Pen):
     # hair behind the head: a bob to the jaw
     p.poly(_chaikin(_arc(CX, HEAD_CY - 8, 120, 128, 180, 360, 60)
                     + [(CX + 124, HEAD_CY + 60), (CX + 126, HEAD_CY + 104),
-                       (CX + 112, HEAD_CY + 118), (CX + 70, HEAD_CY + 110),
-                       (CX - 70, HEAD_CY + 110), (CX - 112, HEAD_CY + 118),
+                       (CX + 112, HEAD_CY + 116), (CX - 112, HEAD_CY + 116),
                        (CX - 126, HEAD_CY + 104), (CX - 124, HEAD_CY + 60)]), HAIR)
     # neck, with the jaw's shadow on it
     p.poly([(CX - 36, HEAD_CY + 80), (CX + 36, HEAD_CY + 80), (CX + 40, 440), (CX - 40, 440)],
            SKIN_SHADE)
-    p.soft_ellipse(CX, HEAD_CY + 122, 40, 12, SKIN_DEEP, 0.8, 5)
+    p.soft_ellipse(CX, HEAD_CY + 120, 26, 9, SKIN_DEEP, 0.7, 4)
 
 
 def _draw_body(p: _Pen, breath: float):
