@@ -354,8 +354,8 @@ PHOTO_MOUTHS: dict[str, PhotoMouth] = {
     "aa": PhotoMouth(open=0.85, sx=1.02, k=2.3, teeth_u=0.12, tongue="low"),
     "E": PhotoMouth(open=0.36, sx=1.1, k=3.0, teeth_u=0.12, teeth_l=0.06, tongue="low"),
     "ih": PhotoMouth(open=0.26, sx=1.07, k=3.0, teeth_u=0.1, teeth_l=0.05, tongue="low"),
-    "oh": PhotoMouth(open=0.62, sx=0.8, k=2.0, teeth_u=0.05, tongue="low"),
-    "ou": PhotoMouth(open=0.3, sx=0.7, k=2.0),
+    "oh": PhotoMouth(open=0.62, sx=0.85, k=2.0, teeth_u=0.05, tongue="low"),
+    "ou": PhotoMouth(open=0.32, sx=0.76, k=2.0),
 }
 assert tuple(PHOTO_MOUTHS) == VISEMES
 
@@ -381,11 +381,11 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
     rnd = float(np.clip((1 - m.sx) / 0.35, 0, 1))
     line_d = (g.line_y + g.curv * (1 - 0.8 * rnd) * (x1 - g.cx) ** 2)[None, :]
     # horizontal: narrow/spread around the mouth, fading out over the cheeks
-    gx = np.exp(-(((xs - g.cx) / (1.2 * a)) ** 2) - ((ys - line_d) / (0.3 * iod)) ** 2)
+    gx = np.exp(-(((xs - g.cx) / (1.1 * a)) ** 2) - ((ys - line_d) / (0.25 * iod)) ** 2)
     sx = 1 + (m.sx - 1) * gx
     src_x = g.cx + (xs - g.cx) / sx
     # per column: where the lip content comes from (the source x on the lip line)
-    sx_line = 1 + (m.sx - 1) * np.exp(-(((x1 - g.cx) / (1.2 * a)) ** 2))
+    sx_line = 1 + (m.sx - 1) * np.exp(-(((x1 - g.cx) / (1.1 * a)) ** 2))
     x_src = g.cx + (x1 - g.cx) / sx_line
     line_s = g.line_at(x_src)[None, :]
     # the opening at each column: wanted (destination) and the photo's own (source)

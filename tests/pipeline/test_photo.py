@@ -179,3 +179,22 @@ def test_first_frame_of_video_and_gif(tmp_path):
     frames = [Image.fromarray(ASTRONAUT), Image.fromarray(skimage.data.coffee()[:512, :512])]
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
     assert reg.get(register_photo(gif, registry=reg)).source["file"] == "a.gif"
+
+
+def test_closed_mouth_photo_opens(astro_asset):
+    """The usual upload (lips closed): here our own 'sil' frame of the astronaut. It registers
+    as closed, and its open visemes show a dark mouth interior that sil does not."""
+    comp = NumpyCompositor()
+    aid = comp.add_avatar(astro_asset)
+    sil = np.zeros(NUM_VISEMES, np.float32)
+    closed = comp.compose([FrameState(aid, sil, 0.0)]).rgba(0)[..., :3].copy()
+    asset = build_photo_avatar(closed, name="closed")
+    assert asset.source["mouth_from_lips"] is True
+    m = asset.mouths[..., :3].astype(np.int16)
+
+    def interior(i):
+        return int(((m[i].sum(-1) < 260) & (m[i][..., 0] - m[i][..., 1] > 30)).sum())
+
+    closed_px = interior(VISEME_INDEX["sil"])  # the line where the lips meet, no more
+    assert interior(VISEME_INDEX["aa"]) > 3 * closed_px + 300
+    assert interior(VISEME_INDEX["oh"]) > closed_px + 100
