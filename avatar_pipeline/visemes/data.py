@@ -54,6 +54,7 @@ LANG_WEIGHTS: dict[str, float] = {
     "en": 0.28, "es": 0.18, "zh": 0.18, "fa": 0.18, "fr": 0.05, "de": 0.05, "it": 0.04, "pt": 0.04,
 }
 SPLITS = ("train", "val", "heldout_voices", "heldout_style")
+DATA_VERSION = 2  # bump when the generator changes (the trainer rebuilds a stale cache)
 
 
 def all_variants() -> list[str]:
@@ -145,8 +146,11 @@ def sample_spec(rng: np.random.Generator, split: str, aug: AugmentConfig) -> Utt
     return UttSpec(
         language=lang, espeak_lang=espeak_lang, text=_pick_text(rng, lang, split),
         variant=variant, rate=rate, pitch=pitch, pitch_range=int(rng.integers(10, 101)),
-        word_gap=int(rng.choice([0, 0, 0, 1, 2, 4])), lead_s=float(rng.uniform(0.0, 0.4)),
-        tail_s=float(rng.uniform(0.0, 0.4)), aug=a,
+        word_gap=int(rng.choice([0, 0, 0, 1, 2, 4])),
+        # silences up to 1.2 s, so that long pauses (digital zeros or just noise) are seen
+        lead_s=float(rng.uniform(0.0, 1.2) if rng.random() < 0.3 else rng.uniform(0.0, 0.3)),
+        tail_s=float(rng.uniform(0.0, 1.2) if rng.random() < 0.3 else rng.uniform(0.0, 0.3)),
+        aug=a,
     )
 
 
@@ -297,6 +301,7 @@ def build(out: Path, split: str, hours: float, seed: int, aug: AugmentConfig | N
     np.savez(path, feats=np.concatenate(feats), labels=np.concatenate(labels),
              offsets=np.asarray(offsets, np.int64))
     (out / f"{split}.json").write_text(json.dumps({"seed": seed, "hours": hours,
+                                                   "version": DATA_VERSION,
                                                    "utterances": specs}, ensure_ascii=False))
     log.info("corpus_written", split=split, path=str(path), utterances=len(specs),
              frames=int(offsets[-1]))

@@ -46,7 +46,10 @@ log = get_logger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "visemes.onnx"
 FRAMES_PER_S = SAMPLE_RATE // HOP  # 100
 MAX_SECONDS = 3600.0  # offline inputs longer than an hour are refused (stream them instead)
-ALLOWED_FPS = (10, 12, 15, 20, 24, 25, 30, 48, 50, 60, 100)
+# A 10 ms frame whose total mel power is below this (log) is digital silence (about white
+# noise at -78 dBFS, i.e. below 16-bit dither): its weights are exactly ``sil``. The model was
+# not trained on long stretches of all-zero input, so it is not asked about them.
+SILENCE_LOG_POWER = -7.5
 
 
 class VisemeModel:
@@ -168,6 +171,8 @@ class StreamingVisemes:
         self._steps = 0  # model steps run (feature frames consumed)
         self._agg = _FrameAggregator(self.fps)
         self._n_in_s = 0.0  # seconds of audio pushed
+        self._silent: list[bool] = []  # digital-silence flag per 10 ms frame not yet output
+        self._silent_first = 0  # frame index of _silent[0]
         self._smoother = Smoother(self.smoothing) if self.smoothing else None
 
     @property
@@ -191,14 +196,31 @@ class StreamingVisemes:
             x16_tail = np.zeros(0, np.float32)
         self._n_in_s += len(x) / sr
         x16 = np.concatenate([x16_tail, self._resampler.push(x)])
-        return self._mel.push(x16)
+        return self._track_silence(self._mel.push(x16))
+
+    def _track_silence(self, feats: np.ndarray) -> np.ndarray:
+        if len(feats):
+            m = feats.max(axis=1)
+            power = m + np.log(np.exp(feats - m[:, None]).sum(axis=1))
+            self._silent.extend((power < SILENCE_LOG_POWER).tolist())
+        return feats
 
     def consume(self, probs: np.ndarray, limit: int | None = None) -> np.ndarray:
         """Model output rows for the features given (in order) -> new video frames."""
         L = self.model.lookahead
         skip = max(0, L - self._steps)
+        first = self._steps + skip - L  # 10 ms frame index of probs[skip]
         self._steps += len(probs)
-        rows = self._agg.add(probs[skip:], limit)
+        probs = np.array(probs[skip:], np.float32)
+        if len(probs):
+            flags = np.asarray(self._silent[first - self._silent_first:
+                                            first - self._silent_first + len(probs)], bool)
+            if flags.any():
+                probs[flags[: len(probs)]] = np.eye(NUM_VISEMES, dtype=np.float32)[0]
+            drop = first + len(probs) - self._silent_first
+            del self._silent[:drop]
+            self._silent_first += drop
+        rows = self._agg.add(probs, limit)
         if self._smoother is not None and len(rows):
             rows = self._smoother.process(rows)
         return rows
@@ -215,14 +237,14 @@ class StreamingVisemes:
         """The silence features that complete the segment, and the total frame count."""
         n_frames = int(math.ceil(round(self._n_in_s * self.fps, 6)))
         tail = self._resampler.flush() if self._resampler is not None else np.zeros(0)
-        feats = [self._mel.push(tail)]
+        feats = [self._track_silence(self._mel.push(tail))]
         rows_needed = self._agg.needed(n_frames - 1) if n_frames > 0 else 0
         steps_needed = rows_needed + self.model.lookahead
         have = self._steps + len(feats[0])
         if have < steps_needed:
             pending = self._mel.pending_samples()
-            feats.append(self._mel.push(np.zeros((steps_needed - have) * HOP - pending,
-                                                 np.float32)))
+            feats.append(self._track_silence(self._mel.push(
+                np.zeros((steps_needed - have) * HOP - pending, np.float32))))
         return np.concatenate(feats), n_frames
 
     def flush(self) -> np.ndarray:

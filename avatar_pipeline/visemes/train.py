@@ -162,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         p = args.data / f"{split}.npz"
         meta = args.data / f"{split}.json"
         hours = args.hours if split == "train" else args.eval_hours
-        ok = p.exists() and meta.exists() and json.loads(meta.read_text()).get("hours") == hours \
-            and json.loads(meta.read_text()).get("seed") == args.seed
+        info = json.loads(meta.read_text()) if meta.exists() else {}
+        ok = p.exists() and info.get("hours") == hours and info.get("seed") == args.seed \
+            and info.get("version") == vdata.DATA_VERSION
         if not ok:
             vdata.build(args.data, split, hours, args.seed)
     t_data = time.time() - t_start

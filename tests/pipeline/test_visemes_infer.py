@@ -188,3 +188,34 @@ def test_smoothing_option(model, speech):
     np.testing.assert_allclose(sm.sum(1), 1, atol=1e-4)
     # smoothing reduces frame-to-frame jumps
     assert np.abs(np.diff(sm, axis=0)).sum() < np.abs(np.diff(raw, axis=0)).sum()
+
+
+# Held-out voices (never in training) reading held-out sentences (never in training), clean.
+HELDOUT_CASES = [
+    ("en", "f4", 0), ("es", "klatt3", 0), ("zh", "Andrea", 0), ("fa", "quincy", 0),
+    ("en", "steph2", 1), ("es", "grandma", 1), ("zh", "m6", 1), ("fa", "iven3", 1),
+]
+# Threshold: the benchmark (benchmarks/results/viseme_eval.json) measures the shipped model at
+# ~87 % frame accuracy on held-out voices, clean; on these 8 sentences it scores 0.70-0.96
+# (mean 0.88, sd 0.08). A mean of 0.75 is ~4 standard errors below that, so it fails only on a
+# real regression, and it is far above pocketsphinx (~0.46) and the energy baseline (~0.28) on
+# the same kind of audio. One sentence may be hard (a held-out voice's es "grandma": 0.70).
+ACC_MIN = 0.75
+ACC_MIN_ONE = 0.60
+
+
+def test_model_agrees_with_ground_truth_on_heldout_speech(model):
+    from avatar_pipeline.visemes.corpus import sentences
+    from avatar_pipeline.visemes.data import HELDOUT_VOICES
+
+    eng = default_engine()
+    accs = []
+    for lang, voice, k in HELDOUT_CASES:
+        assert voice in HELDOUT_VOICES
+        text = [s for s in sentences() if s.language == lang and s.heldout][k].text
+        sp = eng.synthesize(text, lang, voice=voice)
+        truth = sp.viseme_track(25).argmax(axis=1)
+        pred = audio_to_visemes(sp.pcm, sp.sample_rate, 25).argmax(axis=1)
+        accs.append(float((pred == truth).mean()))
+    assert np.mean(accs) >= ACC_MIN, accs
+    assert min(accs) >= ACC_MIN_ONE, accs
