@@ -4,7 +4,8 @@
 
 mouths.png (the tutor's 15 mouths), tutor.png, photo_mouths.jpg (the astronaut portrait's 15
 mouths), render_en.png / render_fa.png / render_photo.jpg (frames decoded back from rendered
-videos), timeline_en.png (viseme track under the waveform).
+videos), timeline_en.png (the exact TTS viseme track under the waveform), timeline_audio.png
+(the same kind of sentence through --audio: visemes from the audio model).
 """
 
 from __future__ import annotations
@@ -69,6 +70,19 @@ def main() -> int:
              "سلام، امروز با هم فارسی یاد می‌گیریم.", "-o", str(fa)])
         cli([*cache, "render", "--no-progress", "--avatar", str(photo), "--text",
              "Good morning! Let's read the story together.", "-o", str(ph)])
+        import wave
+
+        from avatar_pipeline.tts import default_engine
+
+        sp = default_engine().synthesize("Good morning! Let's read the story together.", "en")
+        wav = d / "speech.wav"
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sp.sample_rate)
+            w.writeframes(sp.pcm.tobytes())
+        cli([*cache, "render", "--no-progress", "--audio", str(wav), "-o", str(d / "au.mp4"),
+             "--timeline", str(OUT / "timeline_audio.png")])
         Image.fromarray(render("sil")).save(OUT / "tutor.png", optimize=True)
         crop = (96, 120, 416, 440)
         _strip(en, [3, 12, 22, 33, 45, 57], OUT / "render_en.png", crop)
