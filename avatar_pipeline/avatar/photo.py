@@ -72,7 +72,10 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
                                   f"{MAX_PIXELS / 1e6:.0f} MP")
             im.seek(0)
             im.load()
-            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+            from PIL import ImageOps
+
+            upright = ImageOps.exif_transpose(im)  # phone photos are stored sideways + a tag
+            return np.ascontiguousarray(np.asarray(upright.convert("RGB")))
     except AvatarError:
         raise
     except Image.DecompressionBombError as exc:

@@ -198,3 +198,13 @@ def test_closed_mouth_photo_opens(astro_asset):
     closed_px = interior(VISEME_INDEX["sil"])  # the line where the lips meet, no more
     assert interior(VISEME_INDEX["aa"]) > 3 * closed_px + 300
     assert interior(VISEME_INDEX["oh"]) > closed_px + 100
+
+
+def test_phone_photo_stored_sideways(tmp_path):
+    """A JPEG stored rotated with an EXIF orientation tag (as phones do) is turned upright."""
+    p = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(np.ascontiguousarray(np.rot90(ASTRONAUT, 1))).save(p, exif=exif, quality=92)
+    reg = AvatarRegistry(tmp_path / "c")
+    assert reg.get(register_photo(p, registry=reg)).source["kind"] == "photo"
