@@ -200,30 +200,32 @@ def run_neural(asset, batches, reps: int, providers) -> list[dict]:
     return out
 
 
-def run_gpu(reps: int) -> dict:
+def run_gpu(reps: int, device: str = "cuda") -> dict:
+    """``device="cpu"`` runs the same code on CPU torch: a smoke test of this mode only."""
     import torch
 
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--gpu: torch sees no CUDA device")
+    sync = torch.cuda.synchronize if device == "cuda" else None
     asset = default_avatar()
     rows = []
     for fmt in ("i420", "rgba"):
-        comp = make_compositor("torch", fmt, max_batch=1024, device="cuda")
+        comp = make_compositor("torch", fmt, max_batch=1024, device=device)
         aid = comp.add_avatar(asset)
         for batch in (64, 256, 1024):
             states = make_states(aid, batch)
             for host in (False, True):
-                sec = time_compose(comp, states, reps, sync=torch.cuda.synchronize,
-                                   to_host=host)
+                sec = time_compose(comp, states, reps, sync=sync, to_host=host)
                 fps = batch / sec
-                rows.append({"backend": "torch-cuda", "format": fmt, "batch": batch,
+                rows.append({"backend": f"torch-{device}", "format": fmt, "batch": batch,
                              "copy_to_host": host, "ms_per_batch": round(sec * 1000, 3),
                              "frames_per_s": round(fps, 1),
                              "sessions_at_25fps_per_gpu": round(fps / FPS, 1)})
-                print(f"{fmt:5s} torch-cuda batch {batch:5d} host={host}: {fps:9.0f} frames/s "
+                print(f"{fmt:5s} torch-{device} batch {batch:5d} host={host}: {fps:9.0f} frames/s "
                       f"= {fps / FPS:7.1f} sessions@25fps")
-    neural = run_neural(asset, batches=(16, 64), reps=reps,
-                        providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
+                 else ["CPUExecutionProvider"])
+    neural = run_neural(asset, batches=(16, 64), reps=reps, providers=providers)
     return {"rows": rows, "neural_gpu": neural}
 
 
@@ -269,6 +271,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gpu", action="store_true", help="measure torch on CUDA + the neural slot")
     p.add_argument("--reps", type=int, default=200, help="timed calls at batch 1")
+    p.add_argument("--device", default="cuda", help="with --gpu: 'cpu' smoke-tests the mode")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
     from config.logs import setup_logging
@@ -280,8 +283,8 @@ def main(argv=None) -> int:
               "target_ms_per_frame_cpu": TARGET_MS, "machine": machine(),
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if a.gpu:
-        result["gpu"] = run_gpu(max(10, a.reps // 10))
-        name = "compose_bench_gpu"
+        result["gpu"] = run_gpu(max(3, a.reps // 10), a.device)
+        name = "compose_bench_gpu" if a.device == "cuda" else "compose_bench_gpu_smoke"
     else:
         result["cpu"] = run_cpu(a.reps)
         name = "compose_bench"
