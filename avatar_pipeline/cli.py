@@ -110,6 +110,8 @@ def cmd_render(args, registry) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".mp4", ".webm", ".m4v", ".mov"):
         raise CliError(f"{out}: output must end in .mp4 or .webm")
+    if not out.parent.is_dir():
+        raise CliError(f"{out.parent}: output directory does not exist")
     if args.timeline and not args.timeline.lower().endswith(".png"):
         raise CliError(f"{args.timeline}: --timeline must be a .png path")
     t0 = time.perf_counter()
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sheet": cmd_sheet}
     try:
         return handlers[args.cmd](args, registry)
-    except (CliError, AvatarError, MediaError, FileNotFoundError) as exc:
+    except (CliError, AvatarError, MediaError, OSError) as exc:
         print(f"avatar {args.cmd}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

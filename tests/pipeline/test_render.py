@@ -95,6 +95,8 @@ def test_render_with_photo_avatar(cache, tmp_path):
     (["render", "--text", "hi", "-o", "x.mp4", "--avatar", "/no/such/avatar"], "not 'default'"),
     (["render", "--audio", "/no/such.wav", "-o", "x.mp4"], "no such file"),
     (["register", "/no/such.jpg"], "no such file"),
+    (["render", "--text", "hi", "-o", "/no/such/dir/x.mp4"], "output directory does not exist"),
+    (["render", "--text", "hi", "--lang", "xx", "-o", "x.mp4"], "TTS refused the input"),
 ])
 def test_bad_input_exit_2(cache, tmp_path, capsys, args, needle):
     args = [a if a != "x.mp4" else str(tmp_path / "x.mp4") for a in args]
