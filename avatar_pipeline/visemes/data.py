@@ -54,7 +54,7 @@ LANG_WEIGHTS: dict[str, float] = {
     "en": 0.28, "es": 0.18, "zh": 0.18, "fa": 0.18, "fr": 0.05, "de": 0.05, "it": 0.04, "pt": 0.04,
 }
 SPLITS = ("train", "val", "heldout_voices", "heldout_style")
-DATA_VERSION = 2  # bump when the generator changes (the trainer rebuilds a stale cache)
+DATA_VERSION = 3  # bump when the generator changes (the trainer rebuilds a stale cache)
 
 
 def all_variants() -> list[str]:
@@ -195,11 +195,15 @@ def opus_roundtrip(x: np.ndarray, sr: int, kbps: int) -> np.ndarray:
             out.mux(p)
     buf.seek(0)
     chunks = []
+    dec_rate = sr
     with av.open(buf, "r") as inp:
         for fr in inp.decode(audio=0):
             a = fr.to_ndarray().reshape(-1)
+            dec_rate = fr.sample_rate
             chunks.append(a.astype(np.float32) / (32768.0 if a.dtype == np.int16 else 1.0))
     y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if dec_rate != sr:  # ffmpeg's Opus decoder always outputs 48 kHz
+        y = _resample(y, dec_rate, sr)
     y = y[: len(x)]
     return np.pad(y, (0, len(x) - len(y))).astype(np.float32)
 

@@ -130,7 +130,7 @@ def _plot(report: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="Train the viseme model from scratch")
     ap.add_argument("--data", type=Path, default=REPO / ".cache" / "viseme_data")
-    ap.add_argument("--hours", type=float, default=3.0)
+    ap.add_argument("--hours", type=float, default=5.0)
     ap.add_argument("--eval-hours", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3000)
