@@ -2,8 +2,10 @@
 
     avatar render --text "Hello!" --lang en [--avatar default|ID|DIR|PHOTO] -o out.mp4
     avatar render --audio speech.wav -o out.webm --timeline track.png
+    avatar render --text "..." --neural wav2lip.onnx -o out.mp4   # your Wav2Lip-class weights
     avatar register photo.jpg            # prints the new avatar id
     avatar list
+    avatar sheet --avatar ID -o mouths.png
 
 Bad input gives one clear line on stderr and exit code 2.
 """
@@ -30,8 +32,8 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avatar", description="Talking-avatar offline tools.")
-    p.add_argument("--cache-dir", help="avatar registry (default ~/.cache/avatar-fleet/avatars "
-                   "or $AVATAR_CACHE_DIR)")
+    p.add_argument("--cache-dir", help="avatar registry (default $FLEET_AVATAR_CACHE or "
+                   "~/.cache/avatar-fleet/avatars)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -48,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeline", help="also draw the viseme track under the waveform (PNG)")
     r.add_argument("--seed", type=int, default=0, help="idle motion / blink seed")
     r.add_argument("--backend", default="numpy", choices=("numpy", "torch", "torch-cpu"))
+    r.add_argument("--neural", metavar="MODEL.onnx",
+                   help="repaint the mouth with a Wav2Lip-class ONNX model (your weights)")
     r.add_argument("--no-progress", action="store_true")
 
     g = sub.add_parser("register", help="make a photo avatar from a face photo (or video/GIF)")
@@ -55,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="a name for it (default: the file name)")
 
     sub.add_parser("list", help="registered avatars")
+
+    s = sub.add_parser("sheet", help="contact sheet (PNG) of an avatar's 15 mouth shapes")
+    s.add_argument("--avatar", default="default")
+    s.add_argument("-o", "--output", required=True)
     return p
 
 
@@ -85,7 +93,11 @@ def _speech_from_audio(path: str, fps: int):
         raise CliError(
             "--audio needs avatar_pipeline.visemes.audio_to_visemes (the audio->viseme model), "
             f"which is not in this build yet ({exc}); use --text instead") from None
-    track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+    try:
+        track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+    except FileNotFoundError as exc:
+        raise CliError(f"--audio needs the audio->viseme model weights, which are not in this "
+                       f"build yet ({exc}); use --text instead") from None
     return pcm, rate, track
 
 
@@ -98,6 +110,8 @@ def cmd_render(args, registry) -> int:
     out = Path(args.output)
     if out.suffix.lower() not in (".mp4", ".webm", ".m4v", ".mov"):
         raise CliError(f"{out}: output must end in .mp4 or .webm")
+    if not out.parent.is_dir():
+        raise CliError(f"{out.parent}: output directory does not exist")
     if args.timeline and not args.timeline.lower().endswith(".png"):
         raise CliError(f"{args.timeline}: --timeline must be a .png path")
     t0 = time.perf_counter()
@@ -112,12 +126,29 @@ def cmd_render(args, registry) -> int:
         track = np.concatenate([track, pad])
     track = smooth(track[:n_frames], fps)
     asset = registry.resolve(args.avatar)
-    frames = render_frames(asset, track, fps, seed=args.seed, backend=args.backend)
+    post, fmt = None, "i420"
+    if args.neural:
+        from avatar_pipeline.neural import ModelSignatureError, NeuralRenderer, mel_windows
+
+        try:
+            neural = NeuralRenderer(args.neural)
+        except ModelSignatureError as exc:
+            raise CliError(f"--neural: {exc}") from None
+        neural.add_avatar(asset)
+        mels = mel_windows(pcm, rate, fps)
+        mels = np.concatenate([mels, np.repeat(mels[-1:], max(0, n_frames - len(mels)), 0)])
+
+        def post(frames, start):
+            neural.render(frames, mels[start:start + len(frames)], [asset.id] * len(frames))
+
+        fmt = "rgba"
+    frames = render_frames(asset, track, fps, seed=args.seed, backend=args.backend, fmt=fmt,
+                           post=post)
     from tqdm import tqdm
 
     frames = tqdm(frames, total=n_frames, unit="frame", desc="render",
                   disable=args.no_progress or None)
-    write_video(out, frames, asset.width, asset.height, fps, pcm, rate)
+    write_video(out, frames, asset.width, asset.height, fps, pcm, rate, pixel_format=fmt)
     if args.timeline:
         draw_timeline(args.timeline, pcm, rate, track, fps,
                       title=(args.text or Path(args.audio).name)[:100])
@@ -144,6 +175,19 @@ def cmd_list(args, registry) -> int:
     return 0
 
 
+def cmd_sheet(args, registry) -> int:
+    from PIL import Image
+
+    from avatar_pipeline.compose.offline import mouth_sheet
+
+    if not args.output.lower().endswith(".png"):
+        raise CliError(f"{args.output}: the sheet is a .png")
+    asset = registry.resolve(args.avatar)
+    Image.fromarray(mouth_sheet(asset)).save(args.output, optimize=True)
+    print(args.output)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging("debug" if args.verbose else "warning")
@@ -151,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     from avatar_pipeline.media import MediaError
 
     registry = AvatarRegistry(args.cache_dir)
-    handlers = {"render": cmd_render, "register": cmd_register, "list": cmd_list}
+    handlers = {"render": cmd_render, "register": cmd_register, "list": cmd_list,
+                "sheet": cmd_sheet}
     try:
         return handlers[args.cmd](args, registry)
-    except (CliError, AvatarError, MediaError, FileNotFoundError) as exc:
+    except (CliError, AvatarError, MediaError, OSError) as exc:
         print(f"avatar {args.cmd}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -96,7 +96,6 @@ def write_video(
         vcodec, acodec, arate = "libvpx", "libopus", 48000
     else:
         raise MediaError(f"{path}: output must end in .mp4 or .webm")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part{suffix}")
     with av.open(str(tmp), "w") as out:
         vs = out.add_stream(vcodec, rate=fps)

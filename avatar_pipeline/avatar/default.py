@@ -21,7 +21,17 @@ import numpy as np
 from avatar_pipeline.avatar.asset import AvatarAsset, Box
 from avatar_pipeline.viseme_set import VISEMES
 
-DEFAULT_REF = "default-v1"
+
+def _source_tag() -> str:
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:10]
+
+
+DEFAULT_REF = f"default-v1-{_source_tag()}"
+"""Registry name of the drawn tutor; it changes with this file, so a cache never serves an
+older drawing."""
 SIZE = 512
 SS = 4  # supersampling factor
 
@@ -187,6 +197,15 @@ def _arc(cx, cy, rx, ry, t0, t1, n=40):
     return [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in ts]
 
 
+def _chaikin(pts, n: int = 3):
+    """Round a closed polygon's corners (Chaikin corner cutting)."""
+    p = np.asarray(pts, np.float64)
+    for _ in range(n):
+        q = np.roll(p, -1, axis=0)
+        p = np.stack([0.75 * p + 0.25 * q, 0.25 * p + 0.75 * q], 1).reshape(-1, 2)
+    return [tuple(v) for v in p]
+
+
 def _face_contour(jaw: float, n: int = 160):
     pts = []
     for i in range(n):
@@ -228,13 +247,14 @@ def _make_background():
 
 def _draw_head_back(p: _Pen):
     # hair behind the head: a bob to the jaw
-    p.poly(_arc(CX, HEAD_CY - 8, 120, 128, 180, 360, 60)
-           + [(CX + 122, HEAD_CY + 60), (CX + 112, HEAD_CY + 104), (CX + 84, HEAD_CY + 112),
-              (CX - 84, HEAD_CY + 112), (CX - 112, HEAD_CY + 104), (CX - 122, HEAD_CY + 60)],
-           HAIR)
-    # neck
+    p.poly(_chaikin(_arc(CX, HEAD_CY - 8, 120, 128, 180, 360, 60)
+                    + [(CX + 124, HEAD_CY + 60), (CX + 126, HEAD_CY + 104),
+                       (CX + 112, HEAD_CY + 116), (CX - 112, HEAD_CY + 116),
+                       (CX - 126, HEAD_CY + 104), (CX - 124, HEAD_CY + 60)]), HAIR)
+    # neck, with the jaw's shadow on it
     p.poly([(CX - 36, HEAD_CY + 80), (CX + 36, HEAD_CY + 80), (CX + 40, 440), (CX - 40, 440)],
            SKIN_SHADE)
+    p.soft_ellipse(CX, HEAD_CY + 120, 26, 9, SKIN_DEEP, 0.7, 4)
 
 
 def _draw_body(p: _Pen, breath: float):
@@ -408,7 +428,7 @@ def _draw_head_front(p: _Pen, viseme: str, blink: float):
               + [(CX + 114, HEAD_CY + 20), (CX + 98, HEAD_CY - 30), (CX + 84, HEAD_CY - 66),
                  (CX + 40, HEAD_CY - 82), (CX - 10, HEAD_CY - 74), (CX - 56, HEAD_CY - 56),
                  (CX - 88, HEAD_CY - 22), (CX - 104, HEAD_CY + 26), (CX - 114, HEAD_CY + 10)])
-    p.poly(fringe, HAIR)
+    p.poly(_chaikin(fringe, 2), HAIR)
     # a few strands of light
     p.line(_arc(CX + 10, HEAD_CY - 30, 96, 90, 205, 250, 14), HAIR_LIGHT, 3)
     p.line(_arc(CX + 30, HEAD_CY - 40, 80, 80, 260, 300, 10), HAIR_LIGHT, 2.5)
@@ -488,7 +508,7 @@ def contact_sheet(cols: int = 5, zoom: float = 1.0) -> np.ndarray:
     """The 15 mouths (lower face crops) in a labelled grid, for the README."""
     from PIL import Image, ImageDraw, ImageFont
 
-    crop = Box(x=176, y=270, width=160, height=130)
+    crop = Box(x=176, y=272, width=160, height=122)
     font = ImageFont.load_default(size=18)
     tw, th = int(crop.width * 1.5 * zoom), int(crop.height * 1.5 * zoom)
     rows = math.ceil(len(VISEMES) / cols)

@@ -72,7 +72,10 @@ def read_photo(path: str | os.PathLike) -> np.ndarray:
                                   f"{MAX_PIXELS / 1e6:.0f} MP")
             im.seek(0)
             im.load()
-            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+            from PIL import ImageOps
+
+            upright = ImageOps.exif_transpose(im)  # phone photos are stored sideways + a tag
+            return np.ascontiguousarray(np.asarray(upright.convert("RGB")))
     except AvatarError:
         raise
     except Image.DecompressionBombError as exc:
@@ -214,6 +217,7 @@ class MouthGeometry:
     iod: float  # inter-ocular distance
     from_segmentation: bool
     curv: float = 0.0  # the lip line is line_y + curv * (x - cx)^2 (a smile: < 0)
+    teeth_rgb: tuple[float, float, float] | None = None  # the photo's own teeth, when shown
     open_half_w: float = 0.0  # half-width of the photo's own opening
 
     def line_at(self, x):
@@ -288,6 +292,18 @@ def locate_mouth(rgb: np.ndarray, eyes) -> MouthGeometry:
     central = np.abs(cols_a - ccx) < bw / 6
     open_frac = float((gaps[central] > 1).mean()) if central.any() else 0.0
     gap = float(np.median(gaps[central])) if open_frac > 0.6 else 0.0
+    teeth_rgb = None
+    if gap:
+        crop = rgb[y0:y1, x0:x1].reshape(-1, 3).astype(np.float32)
+        hole = np.zeros(comp.shape, bool)
+        for cc, t, b in zip(cols, tops, bots, strict=True):
+            if b - t > 1:
+                hole[int(t):int(b), cc] = True
+        px = crop[hole.reshape(-1)]
+        if len(px) > 20:
+            lum = px.mean(1)
+            bright = px[lum >= np.percentile(lum, 60)]
+            teeth_rgb = tuple(float(v) for v in np.median(bright, 0))
     open_cols = cols_a[gaps > 1]
     open_hw = (float(np.abs(open_cols - ccx).max()) + 1) if gap and len(open_cols) else bw / 2
     geo = MouthGeometry(
@@ -301,6 +317,7 @@ def locate_mouth(rgb: np.ndarray, eyes) -> MouthGeometry:
         from_segmentation=True,
         curv=float(np.clip(coef[1], -0.02, 0.002)),
         open_half_w=min(open_hw, bw / 2),
+        teeth_rgb=teeth_rgb,
     )
     # sanity: far from the geometric guess means the segmentation found something else
     if abs(geo.line_y - line_y) > 0.35 * iod or abs(geo.cx - cx) > 0.2 * iod:
@@ -333,15 +350,15 @@ PHOTO_MOUTHS: dict[str, PhotoMouth] = {
     "TH": PhotoMouth(open=0.22, teeth_u=0.08, teeth_l=0.05, tongue="tip_out"),
     "DD": PhotoMouth(open=0.25, teeth_u=0.1, teeth_l=0.06, tongue="tip_up"),
     "kk": PhotoMouth(open=0.34, teeth_u=0.1, teeth_l=0.05, tongue="back"),
-    "CH": PhotoMouth(open=0.2, sx=0.86, k=2.2, teeth_u=0.1, teeth_l=0.1),
+    "CH": PhotoMouth(open=0.2, sx=0.88, k=2.2, teeth_u=0.1, teeth_l=0.1),
     "SS": PhotoMouth(open=0.12, sx=1.05, k=3.2, teeth_u=0.07, teeth_l=0.07),
     "nn": PhotoMouth(open=0.2, teeth_u=0.08, teeth_l=0.05, tongue="tip_up"),
-    "RR": PhotoMouth(open=0.26, sx=0.82, k=2.1, teeth_u=0.07, tongue="low"),
+    "RR": PhotoMouth(open=0.26, sx=0.85, k=2.1, teeth_u=0.07, tongue="low"),
     "aa": PhotoMouth(open=0.85, sx=1.02, k=2.3, teeth_u=0.12, tongue="low"),
     "E": PhotoMouth(open=0.36, sx=1.1, k=3.0, teeth_u=0.12, teeth_l=0.06, tongue="low"),
     "ih": PhotoMouth(open=0.26, sx=1.07, k=3.0, teeth_u=0.1, teeth_l=0.05, tongue="low"),
-    "oh": PhotoMouth(open=0.62, sx=0.76, k=2.0, teeth_u=0.05, tongue="low"),
-    "ou": PhotoMouth(open=0.3, sx=0.6, k=2.0),
+    "oh": PhotoMouth(open=0.62, sx=0.85, k=2.0, teeth_u=0.05, tongue="low"),
+    "ou": PhotoMouth(open=0.32, sx=0.76, k=2.0),
 }
 assert tuple(PHOTO_MOUTHS) == VISEMES
 
@@ -363,28 +380,47 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
     ys, xs = np.mgrid[box.y:box.y + box.height, box.x:box.x + box.width].astype(np.float32)
     a, iod = g.half_w, g.iod
     x1 = xs[0]
-    line = g.line_at(x1)[None, :]  # where the lips meet, per column (curves up in a smile)
+    # rounded visemes (oh, ou, CH, RR) pucker: the smile's curve flattens
+    rnd = float(np.clip((1 - m.sx) / 0.35, 0, 1))
+    line_d = (g.line_y + g.curv * (1 - 0.8 * rnd) * (x1 - g.cx) ** 2)[None, :]
     # horizontal: narrow/spread around the mouth, fading out over the cheeks
-    gx = np.exp(-(((xs - g.cx) / (1.5 * a)) ** 2) - ((ys - line) / (0.45 * iod)) ** 2)
+    gx = np.exp(-(((xs - g.cx) / (1.1 * a)) ** 2) - ((ys - line_d) / (0.25 * iod)) ** 2)
     sx = 1 + (m.sx - 1) * gx
     src_x = g.cx + (xs - g.cx) / sx
-    # the opening at each column (in destination x)
-    u = (x1 - g.cx) / (a * m.sx)
+    # per column: where the lip content comes from (the source x on the lip line)
+    sx_line = 1 + (m.sx - 1) * np.exp(-(((x1 - g.cx) / (1.1 * a)) ** 2))
+    x_src = g.cx + (x1 - g.cx) / sx_line
+    line_s = g.line_at(x_src)[None, :]
+    # the opening at each column: wanted (destination) and the photo's own (source)
+    # the opening ends a little inside where the (moved) lip corners land
+    u = (x1 - g.cx) / (0.86 * a * (1 + 0.5 * (m.sx - 1)))
     gap_v = (m.open * a * _superellipse_profile(u, m.k))[None, :]
-    u_src = (x1 - g.cx) / max(g.open_half_w, 1.0)
+    u_src = (x_src - g.cx) / max(g.open_half_w, 1.0)
     gap_s = (g.gap * _superellipse_profile(u_src, 3.0))[None, :]
-    top_v = line - 0.3 * gap_v  # inner edge of the upper lip, destination
-    bot_v = line + 0.7 * gap_v
-    shift_up = top_v - (line - 0.5 * gap_s)  # how far upper content moves (down > 0)
-    shift_lo = bot_v - (line + 0.5 * gap_s)
-    # the jaw moves as a whole across the lower face, fading at the face's sides
-    wj = (1 - _smoothstep(1.2 * a, 3.0 * a, np.abs(x1 - g.cx)))[None, :]
-    shift_lo = np.where(np.abs(u)[None, :] < 1, shift_lo, shift_lo * wj)
+    top_v = line_d - 0.3 * gap_v  # inner edge of the upper lip, destination
+    bot_v = line_d + 0.7 * gap_v
+    # near the lips each column follows the opening's shape; further away the jaw (below) and
+    # the upper lip's skin (above) move as one piece with the centre, fading at the face's sides
+    lip_up_s = line_s - 0.5 * gap_s
+    lip_lo_s = line_s + 0.5 * gap_s
+    shift_up = top_v - lip_up_s  # how far upper content moves (down > 0)
+    shift_lo = bot_v - lip_lo_s
+    c = int(np.argmin(np.abs(x1 - g.cx)))
+    wj = (1 - _smoothstep(1.0 * a, 3.0 * a, np.abs(x1 - g.cx)))[None, :]
+    jaw = shift_lo[:, c:c + 1] * wj
+    lip_lo_h = max(g.lip_bottom - g.line_y, 4.0)
+    lip_up_h = max(g.line_y - g.lip_top, 3.0)
+    near_lo = 1 - _smoothstep(lip_lo_h * 0.8, lip_lo_h * 2.5, ys - line_d)
+    near_up = 1 - _smoothstep(lip_up_h * 0.8, lip_up_h * 2.5, line_d - ys)
+    lip_w = 1 - _smoothstep(0.9 * a, 1.4 * a, np.abs(x1 - g.cx))[None, :]
+    lo = shift_lo * near_lo * lip_w + jaw * (1 - near_lo * lip_w)
+    up = shift_up * near_up * lip_w + shift_up[:, c:c + 1] * wj * 0.5 * (1 - near_up * lip_w)
     chin = g.line_y + 0.78 * iod
     fall_lo = 1 - _smoothstep(chin - 0.2 * iod, chin + 0.8 * iod, ys)
-    fall_up = _smoothstep(line - 0.55 * iod, line - 0.05 * iod, ys)
-    below = ys >= line
-    dy = np.where(below, shift_lo * fall_lo, shift_up * fall_up)
+    fall_up = _smoothstep(line_d - 0.55 * iod, line_d - 0.05 * iod, ys)
+    below = ys >= line_d
+    dy = np.where(below, lo * fall_lo, up * fall_up)
+    line = line_d
     if m.press:  # PP: squeeze the lips towards the line where they meet
         lip_h = np.where(below, g.lip_bottom - g.line_y, g.line_y - g.lip_top) + 1e-3
         d = np.abs(ys - line)
@@ -406,7 +442,8 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
     depth = np.clip((ys - top_v) / np.maximum(bot_v - top_v, 1), 0, 1)
     cavity = np.array([70, 22, 28], np.float32) * (1.0 - 0.35 * depth[..., None])
     interior = cavity
-    teeth = np.array([242, 236, 224], np.float32)
+    teeth = (np.asarray(g.teeth_rgb, np.float32) / tint if g.teeth_rgb is not None
+             else np.array([240, 234, 222], np.float32))
     tongue = np.array([196, 92, 100], np.float32)
     # tongue
     if m.tongue in ("low", "back", "tip_up"):
@@ -432,8 +469,8 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
         interior = interior * (1 - tip[..., None]) + tongue * tip[..., None]
     interior = interior * tint  # match the photo's light
     # a soft shadow where the lips meet the interior
-    edge_shade = np.exp(-((ys - top_v) / 1.2) ** 2) + np.exp(-((ys - bot_v) / 1.2) ** 2)
-    interior = interior * (1 - 0.15 * np.clip(edge_shade, 0, 1)[..., None])
+    edge_shade = np.exp(-((ys - top_v) / 1.0) ** 2)  # the upper lip's shadow on the teeth
+    interior = interior * (1 - 0.12 * edge_shade[..., None])
     inside = inside[..., None]
     return out * (1 - inside) + interior * inside
 

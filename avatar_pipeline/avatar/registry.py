@@ -5,7 +5,9 @@ Layout::
     <cache>/<avatar_id>/avatar.json ...     one asset per id (see asset.py)
     <cache>/refs/<name>                     a text file holding an id ("default", a photo's hash)
 
-The default cache is ``$AVATAR_CACHE_DIR`` or ``~/.cache/avatar-fleet/avatars``.
+The default cache is ``$FLEET_AVATAR_CACHE``, else ``$XDG_CACHE_HOME/avatar-fleet/avatars``
+(``~/.cache/avatar-fleet/avatars``). The variable deliberately avoids the ``AVATAR_`` prefix:
+that namespace belongs to ``config.settings``, which refuses unknown keys in a ``.env`` file.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ _REF_RE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("AVATAR_CACHE_DIR")
+    env = os.environ.get("FLEET_AVATAR_CACHE")
     if env:
         return Path(env).expanduser()
-    return Path.home() / ".cache" / "avatar-fleet" / "avatars"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "avatar-fleet" / "avatars"
 
 
 class AvatarRegistry:
@@ -42,15 +46,22 @@ class AvatarRegistry:
 
     def add(self, asset: AvatarAsset, ref: str | None = None) -> str:
         """Store ``asset`` (idempotent: same content, same id) and optionally name it."""
-        tmp = self.root / f".new-{os.getpid()}"
-        avatar_id = save_asset(asset, tmp)
-        final = self.root / avatar_id
-        if final.exists():
-            import shutil
+        import shutil
+        import tempfile
 
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.root)) / "asset"
+        try:
+            avatar_id = save_asset(asset, tmp)
+            final = self.root / avatar_id
+            if not final.exists():
+                try:
+                    os.replace(tmp, final)
+                except OSError:  # another process stored the same content first
+                    if not final.is_dir():
+                        raise
+        finally:
+            shutil.rmtree(tmp.parent, ignore_errors=True)
         if ref:
             self.set_ref(ref, avatar_id)
         self._loaded[avatar_id] = asset

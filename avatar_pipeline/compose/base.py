@@ -28,6 +28,11 @@ from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
 TOP_K = 3
 """Visemes blended per frame (the largest weights, renormalised)."""
 
+SHARPEN = 2.0
+"""Weights are raised to this power before the top-k renormalisation: sprite blends of two
+different mouths show both outlines, so the dominant mouth is kept crisp and the runner-up only
+shows through during a transition (0.5/0.5 stays 0.5/0.5)."""
+
 TOLERANCE = 1
 """numpy and torch frames agree within this many uint8 levels per channel (float32 rounding)."""
 
@@ -99,8 +104,10 @@ class SessionClock:
 
 
 def top_k(weights: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 15) weights -> (N, k) indices and renormalised weights. All-zero rows mean silence."""
+    """(N, 15) weights -> (N, k) indices and renormalised, sharpened (``SHARPEN``) weights.
+    All-zero rows mean silence."""
     w = np.clip(np.asarray(weights, dtype=np.float32).reshape(-1, NUM_VISEMES), 0, None)
+    w = np.nan_to_num(w, nan=0.0, posinf=0.0) ** np.float32(SHARPEN)
     idx = np.argsort(-w, axis=1, kind="stable")[:, :k]
     sel = np.take_along_axis(w, idx, axis=1)
     tot = sel.sum(1, keepdims=True)

@@ -26,20 +26,31 @@ log = get_logger(__name__)
 class FrameBatch:
     """N composed frames, rows of one preallocated buffer (valid until the next-but-one call)."""
 
-    def __init__(self, buf, fmt: str, width: int, height: int):
+    def __init__(self, buf, fmt: str, width: int, height: int, host=None):
         self.buf = buf  # (N, nbytes) uint8: numpy array or torch tensor
         self.fmt = fmt
         self.width = width
         self.height = height
+        self._host = host  # a pinned CPU tensor to copy a GPU batch into (once)
+        self._np: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.buf.shape[0])
 
     def numpy(self) -> np.ndarray:
-        b = self.buf
-        if not isinstance(b, np.ndarray):
-            b = b.cpu().numpy() if b.device.type != "cpu" else b.numpy()
-        return b
+        """The frames as a host array (for a GPU batch: one copy, made on first use)."""
+        if self._np is None:
+            b = self.buf
+            if isinstance(b, np.ndarray):
+                self._np = b
+            elif b.device.type == "cpu":
+                self._np = b.numpy()
+            elif self._host is not None:
+                self._host.copy_(b)
+                self._np = self._host.numpy()
+            else:
+                self._np = b.cpu().numpy()
+        return self._np
 
     def data(self, i: int) -> memoryview:
         """Frame i's bytes, for ``rtc.VideoFrame(width, height, type, data)``. No copy on CPU."""

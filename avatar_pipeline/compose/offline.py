@@ -3,7 +3,7 @@ compositor the worker uses (frames are composed ``batch`` at a time)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -16,21 +16,18 @@ log = get_logger(__name__)
 
 
 def smooth(track: np.ndarray, fps: int) -> np.ndarray:
-    """Coarticulation smoothing of a (n, 15) track: the visemes engineer's
-    ``avatar_pipeline.visemes.smoothing.smooth_track`` when it is installed, else a plain
-    attack/release one-pole per viseme (fast attack ~25 ms, release ~60 ms)."""
+    """Coarticulation smoothing of a (n, 15) track with the visemes stage's
+    ``avatar_pipeline.visemes.smoothing`` (top-k blend, minimum hold, attack/release) when it is
+    in the build, else a plain attack/release one-pole per viseme."""
     track = np.asarray(track, np.float32)
     try:
-        from avatar_pipeline.visemes.smoothing import smooth_track
+        from avatar_pipeline.visemes.smoothing import SmoothingParams, smooth_track
     except ImportError:
         smooth_track = None
-    if smooth_track is not None:
-        try:
-            return np.asarray(smooth_track(track, fps=fps), np.float32)
-        except TypeError:
-            return np.asarray(smooth_track(track, fps), np.float32)
-    a_up = 1 - np.exp(-1 / (0.025 * fps))
-    a_down = 1 - np.exp(-1 / (0.060 * fps))
+    if smooth_track is not None and len(track):
+        return np.asarray(smooth_track(track, SmoothingParams(fps=float(fps))), np.float32)
+    a_up = 1 - np.exp(-1 / (0.030 * fps))
+    a_down = 1 - np.exp(-1 / (0.070 * fps))
     out = np.empty_like(track)
     y = track[0].copy() if len(track) else np.zeros(NUM_VISEMES, np.float32)
     for i, x in enumerate(track):
@@ -41,13 +38,18 @@ def smooth(track: np.ndarray, fps: int) -> np.ndarray:
 
 
 def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0,
-                  backend: str = "numpy", fmt: str = "i420", batch: int = 25
+                  backend: str = "numpy", fmt: str = "i420", batch: int = 25,
+                  post: Callable[[np.ndarray, int], None] | None = None
                   ) -> Iterator[np.ndarray]:
     """Yield one frame per row of ``track`` (I420 rows or RGBA arrays). Each yielded array is a
-    view into the compositor's buffer: use it (encode it) before asking for the next batch."""
+    view into the compositor's buffer: use it (encode it) before asking for the next batch.
+    ``post(frames, first_index)`` may repaint a batch of RGBA frames in place (the neural
+    slot does)."""
     track = np.asarray(track, np.float32)
     if track.ndim != 2 or track.shape[1] != NUM_VISEMES:
         raise ValueError(f"viseme track must be (n_frames, {NUM_VISEMES}), got {track.shape}")
+    if post is not None and fmt != "rgba":
+        raise ValueError("post-processing works on RGBA frames")
     comp = make_compositor(backend, fmt=fmt, max_batch=batch)
     aid = comp.add_avatar(asset)
     clock = SessionClock(seed, asset)
@@ -55,8 +57,11 @@ def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0
         rows = range(start, min(start + batch, len(track)))
         states = [clock.state(aid, track[i], i / fps) for i in rows]
         frames = comp.compose(states).numpy()
-        for j in range(len(states)):
-            yield frames[j] if fmt == "i420" else frames[j].reshape(comp.height, comp.width, 4)
+        if fmt == "rgba":
+            frames = frames.reshape(len(states), comp.height, comp.width, 4)
+            if post is not None:
+                post(frames, start)
+        yield from frames
 
 
 def draw_timeline(path, pcm: np.ndarray, sample_rate: int, track: np.ndarray, fps: int,
@@ -88,3 +93,36 @@ def draw_timeline(path, pcm: np.ndarray, sample_rate: int, track: np.ndarray, fp
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def mouth_sheet(asset: AvatarAsset, cols: int = 5, pad: float = 0.25) -> np.ndarray:
+    """The 15 visemes of any avatar as composed frames, cropped to the lower face and labelled
+    (RGB uint8): what a viewer sees for each mouth shape."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from avatar_pipeline.compose import FrameState, NumpyCompositor
+
+    comp = NumpyCompositor("rgba", max_batch=NUM_VISEMES)
+    aid = comp.add_avatar(asset)
+    states = []
+    for i in range(NUM_VISEMES):
+        w = np.zeros(NUM_VISEMES, np.float32)
+        w[i] = 1
+        states.append(FrameState(aid, w, t=0.0))
+    batch = comp.compose(states)
+    b = asset.mouth_box
+    px, py = int(b.width * pad), int(b.height * pad)
+    x0, y0 = max(0, b.x - px // 2), max(0, b.y - py)
+    x1, y1 = min(asset.width, b.x + b.width + px // 2), min(asset.height, b.y + b.height)
+    tw, th = x1 - x0, y1 - y0
+    label = 26
+    rows = -(-NUM_VISEMES // cols)
+    sheet = Image.new("RGB", (cols * tw, rows * (th + label)), (250, 250, 250))
+    d = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=18)
+    for i, v in enumerate(VISEMES):
+        tile = Image.fromarray(np.ascontiguousarray(batch.rgba(i)[y0:y1, x0:x1, :3]))
+        x, y = (i % cols) * tw, (i // cols) * (th + label)
+        sheet.paste(tile, (x, y + label))
+        d.text((x + 8, y + 3), f"{i}  {v}", fill=(30, 30, 30), font=font)
+    return np.asarray(sheet)

@@ -3,7 +3,7 @@
 per-session loop, so a GPU composes hundreds of frames in a handful of kernel launches.
 
 On a CUDA device the batch lives on the GPU; ``FrameBatch.numpy()`` copies it to the host once
-per batch (into pinned memory) for the encoder. On CPU the output tensors share memory with
+per batch, into a preallocated pinned buffer (a ring of two, like the device buffers). On CPU the output tensors share memory with
 preallocated numpy buffers, so nothing is copied.
 """
 
@@ -57,6 +57,7 @@ class TorchCompositor:
         self.avatars: dict[str, _TorchAvatar] = {}
         self.width = self.height = 0
         self._ring: _Ring | None = None
+        self._host_ring: _Ring | None = None
         self._yuv = torch.from_numpy(_YUV.copy()).to(self.device)
         self._yuv_off = [float(v) for v in _YUV_OFF]
 
@@ -80,6 +81,11 @@ class TorchCompositor:
             else:
                 def alloc(n):
                     return torch.empty((n, nbytes), dtype=torch.uint8, device=self.device)
+
+                def alloc_host(n):
+                    return torch.empty((n, nbytes), dtype=torch.uint8, pin_memory=True)
+
+                self._host_ring = _Ring(alloc_host, self.max_batch)
             self._ring = _Ring(alloc, self.max_batch)
         return prep.asset_id
 
@@ -89,8 +95,9 @@ class TorchCompositor:
             raise RuntimeError("add an avatar first")
         n = len(states)
         out = self._ring.next(n)
+        host = self._host_ring.next(n) if self._host_ring is not None else None
         if n == 0:
-            return FrameBatch(out, self.fmt, self.width, self.height)
+            return FrameBatch(out, self.fmt, self.width, self.height, host)
         weights = np.stack([np.asarray(s.weights, np.float32) for s in states])
         idx, w = top_k(weights)
         t = np.array([s.t for s in states], np.float64)
@@ -105,7 +112,7 @@ class TorchCompositor:
                 rows = np.array([i for i, a in enumerate(ids) if a == aid])
                 pidx = av.prep.pose_index(t[rows], phase[rows])
                 self._compose_group(av, out, rows, pidx, idx[rows], w[rows], blink[rows])
-        return FrameBatch(out, self.fmt, self.width, self.height)
+        return FrameBatch(out, self.fmt, self.width, self.height, host)
 
     def _t(self, a: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, non_blocking=True)

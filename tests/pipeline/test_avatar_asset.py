@@ -141,3 +141,11 @@ def test_contact_sheet_file_exists():
     assert p.is_file()
     assert Image.open(p).width >= 600
     assert VISEME_INDEX["ou"] == NUM_VISEMES - 1
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_AVATAR_CACHE", str(tmp_path / "here"))
+    assert AvatarRegistry().root == tmp_path / "here"
+    monkeypatch.delenv("FLEET_AVATAR_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert AvatarRegistry().root == tmp_path / "xdg" / "avatar-fleet" / "avatars"

@@ -176,3 +176,23 @@ def test_unknown_avatar_is_an_error(tutor):
     comp.add_avatar(tutor)
     with pytest.raises(KeyError, match="not added"):
         comp.compose([FrameState("nope", one_hot("aa"), 0.0)])
+
+
+def test_frames_go_to_livekit_without_copies(tutor):
+    """rtc.VideoFrame wraps the compositor's buffer as is, and LiveKit's own I420->RGBA
+    conversion of it matches our RGBA output (same BT.601 matrix, same plane layout)."""
+    from livekit import rtc
+
+    ci, cr = NumpyCompositor("i420"), NumpyCompositor("rgba")
+    for c in (ci, cr):
+        c.add_avatar(tutor)
+    st = [FrameState(tutor.id, one_hot("aa"), 0.3, blink=1.0)]
+    bi, br = ci.compose(st), cr.compose(st)
+    mv = bi.data(0)
+    frame = rtc.VideoFrame(512, 512, rtc.VideoBufferType.I420, mv)
+    assert isinstance(frame.data, memoryview) and frame.data.obj is mv.obj  # no copy
+    back = np.frombuffer(bytes(frame.convert(rtc.VideoBufferType.RGBA).data), np.uint8)
+    back = back.reshape(512, 512, 4)[..., :3].astype(np.int16)
+    assert np.abs(back - br.rgba(0)[..., :3].astype(np.int16)).mean() < 1.5
+    rgba = rtc.VideoFrame(512, 512, rtc.VideoBufferType.RGBA, br.data(0))
+    assert rgba.data.obj is not None and np.shares_memory(np.asarray(rgba.data), br.numpy())

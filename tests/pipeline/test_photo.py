@@ -107,6 +107,24 @@ def test_refuses_bad_quality(edit, reason):
         detect_face(edit(ASTRONAUT))
 
 
+def _rotated(im, deg):
+    m = cv2.getRotationMatrix2D((225, 115), deg, 1.0)
+    return cv2.warpAffine(im, m, (512, 512), borderMode=cv2.BORDER_REPLICATE)
+
+
+def _one_eye_covered(im):
+    out = im.copy()
+    out[85:120, 228:275] = (40, 30, 25)
+    return out
+
+
+@pytest.mark.parametrize("edit", [_one_eye_covered, lambda im: _rotated(im, 20)])
+def test_refuses_not_frontal(edit):
+    with pytest.raises(AvatarError, match="not frontal enough"):
+        detect_face(edit(ASTRONAUT))
+    detect_face(_rotated(ASTRONAUT, 8))  # a slight tilt is fine
+
+
 def test_refuses_corrupt_and_wrong_format(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
@@ -161,3 +179,32 @@ def test_first_frame_of_video_and_gif(tmp_path):
     frames = [Image.fromarray(ASTRONAUT), Image.fromarray(skimage.data.coffee()[:512, :512])]
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
     assert reg.get(register_photo(gif, registry=reg)).source["file"] == "a.gif"
+
+
+def test_closed_mouth_photo_opens(astro_asset):
+    """The usual upload (lips closed): here our own 'sil' frame of the astronaut. It registers
+    as closed, and its open visemes show a dark mouth interior that sil does not."""
+    comp = NumpyCompositor()
+    aid = comp.add_avatar(astro_asset)
+    sil = np.zeros(NUM_VISEMES, np.float32)
+    closed = comp.compose([FrameState(aid, sil, 0.0)]).rgba(0)[..., :3].copy()
+    asset = build_photo_avatar(closed, name="closed")
+    assert asset.source["mouth_from_lips"] is True
+    m = asset.mouths[..., :3].astype(np.int16)
+
+    def interior(i):
+        return int(((m[i].sum(-1) < 260) & (m[i][..., 0] - m[i][..., 1] > 30)).sum())
+
+    closed_px = interior(VISEME_INDEX["sil"])  # the line where the lips meet, no more
+    assert interior(VISEME_INDEX["aa"]) > 3 * closed_px + 300
+    assert interior(VISEME_INDEX["oh"]) > closed_px + 100
+
+
+def test_phone_photo_stored_sideways(tmp_path):
+    """A JPEG stored rotated with an EXIF orientation tag (as phones do) is turned upright."""
+    p = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    Image.fromarray(np.ascontiguousarray(np.rot90(ASTRONAUT, 1))).save(p, exif=exif, quality=92)
+    reg = AvatarRegistry(tmp_path / "c")
+    assert reg.get(register_photo(p, registry=reg)).source["kind"] == "photo"

@@ -1,0 +1,243 @@
+"""The neural renderer slot: a Wav2Lip-class ONNX generator, run batched, its 96x96 output
+pasted back over the lower half of the face.
+
+Signature (checked when a model is loaded; a wrong one is refused with the reason)::
+
+    mel  float32 [N, 1, 80, 16]   log-mel window around the frame (Wav2Lip's 16 mel steps)
+    face float32 [N, 6, 96, 96]   channels 0-2: the face with its lower half masked,
+                                  channels 3-5: a reference face; values in [0, 1], RGB
+    out  float32 [N, 3, 96, 96]   the face with a generated mouth, [0, 1]
+
+N may be dynamic or fixed (a fixed N=1 model is run one sample at a time). Users bring their own
+weights; :mod:`avatar_pipeline.neural.testmodel` makes a same-signature model for tests.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar_pipeline.avatar.asset import AvatarAsset, Box
+from config.logs import get_logger
+
+log = get_logger(__name__)
+
+MEL_SHAPE = (1, 80, 16)
+FACE_SHAPE = (6, 96, 96)
+OUT_SHAPE = (3, 96, 96)
+FACE = 96
+
+
+class ModelSignatureError(ValueError):
+    """The ONNX file is not a Wav2Lip-class generator; the message says what differs."""
+
+
+def _dims(shape) -> list:
+    return [d if isinstance(d, int) else None for d in shape]
+
+
+def check_signature(session) -> tuple[str, str, str, int | None]:
+    """(mel input name, face input name, output name, fixed batch or None) or raise."""
+    ins = session.get_inputs()
+    outs = session.get_outputs()
+    if len(ins) != 2:
+        raise ModelSignatureError(
+            f"expected 2 inputs (mel [N,1,80,16], face [N,6,96,96]), the model has {len(ins)}: "
+            + ", ".join(f"{i.name}{_dims(i.shape)}" for i in ins))
+    if len(outs) < 1:
+        raise ModelSignatureError("the model has no output")
+    by_shape = {}
+    batches = set()
+    for i in ins:
+        if i.type != "tensor(float)":
+            raise ModelSignatureError(f"input {i.name!r} is {i.type}, expected tensor(float)")
+        d = _dims(i.shape)
+        if len(d) != 4:
+            raise ModelSignatureError(f"input {i.name!r} has rank {len(d)}, expected 4")
+        batches.add(d[0])
+        if tuple(d[1:]) == MEL_SHAPE:
+            by_shape["mel"] = i.name
+        elif tuple(d[1:]) == FACE_SHAPE:
+            by_shape["face"] = i.name
+        else:
+            raise ModelSignatureError(
+                f"input {i.name!r} has shape {d}, expected [N,1,80,16] (mel) or [N,6,96,96] "
+                "(face)")
+    if set(by_shape) != {"mel", "face"}:
+        raise ModelSignatureError("need one mel input [N,1,80,16] and one face input "
+                                  "[N,6,96,96]")
+    o = outs[0]
+    od = _dims(o.shape)
+    if o.type != "tensor(float)" or len(od) != 4 or tuple(od[1:]) != OUT_SHAPE:
+        raise ModelSignatureError(
+            f"output {o.name!r} is {o.type} {od}, expected tensor(float) [N,3,96,96]")
+    batches.add(od[0])
+    fixed = {b for b in batches if b is not None}
+    if len(fixed) > 1:
+        raise ModelSignatureError(f"inputs and output disagree on the batch size: {batches}")
+    fixed_batch = fixed.pop() if fixed and None not in batches else None
+    return by_shape["mel"], by_shape["face"], o.name, fixed_batch
+
+
+def load_model(path: str | os.PathLike, providers: list[str] | None = None):
+    """An onnxruntime session for a user's model, signature checked."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSignatureError(f"{path}: no such model file")
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        avail = ort.get_available_providers()
+        prov = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                             if p in avail]
+        sess = ort.InferenceSession(str(path), so, providers=prov)
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise ModelSignatureError(f"{path.name}: not a loadable ONNX model ({exc})") from None
+    check_signature(sess)
+    return sess
+
+
+@dataclass
+class FaceCrop:
+    box: Box  # the square face crop in frame coordinates (at pose offset 0)
+    paste: np.ndarray  # (side, side) float32 alpha: the lower half, feathered
+
+
+def face_crop_for(asset: AvatarAsset) -> FaceCrop:
+    """A square face box from the asset's eye and mouth boxes (brows to chin)."""
+    e, m = asset.eyes_box, asset.mouth_box
+    top = e.y - e.height // 2
+    bottom = m.y + m.height
+    side = bottom - top
+    cx = e.x + e.width // 2
+    x = int(np.clip(cx - side // 2, 0, asset.width - side))
+    y = int(np.clip(top, 0, asset.height - side))
+    yy = (np.arange(side, dtype=np.float32) + 0.5) / side
+    xx = np.abs((np.arange(side, dtype=np.float32) + 0.5) / side - 0.5) * 2
+    vert = np.clip((yy - 0.5) / 0.1, 0, 1) * np.clip((1.0 - yy) / 0.06, 0, 1)
+    horz = np.clip((1.0 - xx) / 0.12, 0, 1)
+    return FaceCrop(Box(x, y, side, side), np.outer(vert, horz).astype(np.float32))
+
+
+class NeuralRenderer:
+    """Batched Wav2Lip-class rendering for sessions of registered avatars.
+
+    ``render(frames, mels, avatar_ids)``: ``frames`` (N, H, W, 3|4) uint8 is modified in place
+    (the generated mouth is pasted back); ``mels`` (N, 1, 80, 16) float32.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, providers: list[str] | None = None):
+        self.session = load_model(model_path, providers)
+        self.mel_name, self.face_name, self.out_name, self.fixed_batch = check_signature(
+            self.session)
+        self.crops: dict[str, FaceCrop] = {}
+        self.refs: dict[str, np.ndarray] = {}
+
+    def add_avatar(self, asset: AvatarAsset) -> None:
+        crop = face_crop_for(asset)
+        self.crops[asset.id] = crop
+        b = crop.box
+        self.refs[asset.id] = self._to96(asset.poses[0][b.y:b.y + b.height, b.x:b.x + b.width])
+
+    @staticmethod
+    def _to96(rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        f = cv2.resize(np.ascontiguousarray(rgb[..., :3]), (FACE, FACE),
+                       interpolation=cv2.INTER_AREA)
+        return (f.astype(np.float32) / 255.0).transpose(2, 0, 1)
+
+    def infer(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """The raw model call, batched (or looped for a fixed-batch model)."""
+        mels = np.ascontiguousarray(mels, np.float32)
+        faces = np.ascontiguousarray(faces, np.float32)
+        if self.fixed_batch is None:
+            return self.session.run([self.out_name], {self.mel_name: mels,
+                                                      self.face_name: faces})[0]
+        fb = self.fixed_batch
+        outs = []
+        for i in range(0, len(mels), fb):
+            m, f = mels[i:i + fb], faces[i:i + fb]
+            pad = fb - len(m)
+            if pad:
+                m = np.concatenate([m, np.zeros((pad, *m.shape[1:]), np.float32)])
+                f = np.concatenate([f, np.zeros((pad, *f.shape[1:]), np.float32)])
+            outs.append(self.session.run([self.out_name], {self.mel_name: m,
+                                                           self.face_name: f})[0][:fb - pad])
+        return np.concatenate(outs)
+
+    def render(self, frames: np.ndarray, mels: np.ndarray, avatar_ids: list[str],
+               offsets: np.ndarray | None = None) -> np.ndarray:
+        import cv2
+
+        n = len(frames)
+        if mels.shape != (n, *MEL_SHAPE):
+            raise ValueError(f"mels must be ({n}, 1, 80, 16), got {mels.shape}")
+        faces = np.empty((n, *FACE_SHAPE), np.float32)
+        boxes = []
+        for i in range(n):
+            crop = self.crops[avatar_ids[i]]
+            dx, dy = (0, 0) if offsets is None else (int(offsets[i][0]), int(offsets[i][1]))
+            b = crop.box
+            x = int(np.clip(b.x + dx, 0, frames.shape[2] - b.width))
+            y = int(np.clip(b.y + dy, 0, frames.shape[1] - b.height))
+            boxes.append((x, y, crop))
+            f = self._to96(frames[i, y:y + b.height, x:x + b.width])
+            masked = f.copy()
+            masked[:, FACE // 2:] = 0.0  # Wav2Lip masks the lower half
+            faces[i, :3] = masked
+            faces[i, 3:] = self.refs[avatar_ids[i]]
+        out = self.infer(mels, faces)
+        for i, (x, y, crop) in enumerate(boxes):
+            side = crop.box.width
+            gen = cv2.resize(np.clip(out[i].transpose(1, 2, 0), 0, 1) * 255, (side, side),
+                             interpolation=cv2.INTER_LINEAR)
+            region = frames[i, y:y + side, x:x + side, :3].astype(np.float32)
+            a = crop.paste[..., None]
+            frames[i, y:y + side, x:x + side, :3] = np.clip(
+                np.rint(gen * a + region * (1 - a)), 0, 255).astype(np.uint8)
+        return frames
+
+
+def mel_windows(pcm: np.ndarray, sample_rate: int, fps: int) -> np.ndarray:
+    """Wav2Lip-style features: 16 kHz, 80 log-mel bins, hop 200 (80 steps/s); for each video
+    frame the 16 steps starting at its time. Returns (n_frames, 1, 80, 16) float32."""
+    import math
+
+    x = np.asarray(pcm, np.float32) / 32768.0
+    if sample_rate != 16000:
+        n_out = int(round(len(x) * 16000 / sample_rate))
+        x = np.interp(np.arange(n_out) * sample_rate / 16000, np.arange(len(x)), x)
+    n_fft, hop, n_mels = 800, 200, 80
+    pad = np.pad(x, (n_fft // 2, n_fft // 2 + n_fft), mode="reflect" if len(x) > n_fft else
+                 "constant")
+    n_steps = 1 + (len(pad) - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n_steps)[:, None]
+    spec = np.abs(np.fft.rfft(pad[idx] * np.hanning(n_fft)[None, :], axis=1))
+    # mel filterbank (HTK-style mel scale), 55 Hz .. 7600 Hz like Wav2Lip
+    def mel(f):
+        return 2595 * np.log10(1 + f / 700)
+
+    pts = 700 * (10 ** (np.linspace(mel(55), mel(7600), n_mels + 2) / 2595) - 1)
+    bins = np.fft.rfftfreq(n_fft, 1 / 16000)
+    fb = np.zeros((n_mels, len(bins)), np.float32)
+    for m in range(n_mels):
+        lo, c, hi = pts[m], pts[m + 1], pts[m + 2]
+        fb[m] = np.clip(np.minimum((bins - lo) / (c - lo), (hi - bins) / (hi - c)), 0, None)
+    m = 20 * np.log10(np.maximum(spec @ fb.T, 1e-5)) - 20
+    m = np.clip((m + 100) / 100, 0, 1) * 8 - 4  # Wav2Lip's symmetric [-4, 4] normalisation
+    m = m.T.astype(np.float32)  # (80, steps)
+    n_frames = int(math.ceil(round(len(x) / 16000 * fps, 6)))
+    out = np.empty((n_frames, 1, 80, 16), np.float32)
+    for i in range(n_frames):
+        s = int(80 * i / fps)
+        w = m[:, s:s + 16]
+        if w.shape[1] < 16:
+            w = np.pad(w, ((0, 0), (0, 16 - w.shape[1])), mode="edge")
+        out[i, 0] = w
+    return out
