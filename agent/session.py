@@ -65,6 +65,10 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                                audio_channels=1))
     gen.av_sync = runner.av_sync
     LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
+    if server.settings.worker.captions:
+        from agent.captions import LearnerCaptions  # the model was loaded at worker start
+
+        LearnerCaptions(ctx.room, lesson_id=meta.lesson_id, session_id=ctx.job.id)
 
     async def _on_shutdown(reason: str = "") -> None:
         es.close()

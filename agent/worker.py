@@ -87,6 +87,10 @@ class AvatarServer(AgentServer):
             start_metrics_server(self.settings.metrics_port)
             self.log.info("metrics.serving", port=self.settings.metrics_port)
         self._engine = await asyncio.to_thread(make_engine, self.settings)
+        if self.settings.worker.captions:
+            from agent.captions import whisper_model
+
+            await asyncio.to_thread(whisper_model)  # a missing extra stops the worker at start
         self.log.info("engine.started", backend=self._engine.config.backend,
                       fps=self._engine.config.fps, size=[self._engine.width, self._engine.height])
         await self.fleet.register()

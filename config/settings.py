@@ -54,6 +54,7 @@ class WorkerSettings(BaseModel):
     capacity: int = Field(8, ge=1, le=4096)
     heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
+    captions: bool = False  # transcribe learners' microphones (faster-whisper tiny.en)
 
     def resolved_id(self) -> str:
         """The configured id, or one made from the host name and pid (stable for the process)."""

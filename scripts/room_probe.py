@@ -95,6 +95,20 @@ class Learner:
             self.audio_t.append(time.monotonic())
             self.audio_rms.append(float(np.sqrt(np.mean(x * x))))
 
+    async def say_into_microphone(self, text: str, language: str = "en") -> float:
+        """Publish a microphone track and speak ``text`` into it (our TTS), in real time."""
+        sp = await asyncio.to_thread(default_engine().synthesize, text, language)
+        src = rtc.AudioSource(sp.sample_rate, 1)
+        self.mic = await self.room.local_participant.publish_track(
+            rtc.LocalAudioTrack.create_audio_track("microphone", src),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        await asyncio.sleep(1.0)  # let the avatar subscribe
+        n = sp.sample_rate // 100
+        pcm = np.concatenate([sp.pcm, np.zeros(sp.sample_rate, np.int16)])  # then 1 s of quiet
+        for i in range(0, len(pcm) - n + 1, n):
+            await src.capture_frame(rtc.AudioFrame(pcm[i:i + n].tobytes(), sp.sample_rate, 1, n))
+        return sp.duration_s
+
     async def wait_tracks(self, timeout: float = 30) -> None:  # noqa: ASYNC109
         deadline = time.monotonic() + timeout
         while len(self.tracks) < 2 or not self.video_t:

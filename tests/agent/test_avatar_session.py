@@ -27,7 +27,8 @@ WORKER = "w-av"
 def stack(livekit_server, redis_server):
     port = free_port()
     with AvatarWorkerProcess(livekit_server, redis_server.url, WORKER, capacity=4,
-                             extra_env={"AVATAR_METRICS_PORT": str(port)}) as w:
+                             extra_env={"AVATAR_METRICS_PORT": str(port),
+                                        "AVATAR_WORKER__CAPTIONS": "true"}) as w:
         yield livekit_server, redis_server, w, port
 
 
@@ -76,6 +77,7 @@ async def test_voice_agent_drives_lip_sync_and_av_stay_in_sync(stack):
         # Uncontended runs here measure -55..+45 ms; on a saturated 2-core box it reached
         # -100 ms. The worker's own output is held to +-20 ms by tests/pipeline/test_engine.py;
         # this wide bound still catches gross desync (three frames or more).
+        offset = learner.av_offset_ms(started[0] - 0.2, t_done + 0.3)
         assert abs(offset) <= 120, f"A/V offset at the subscriber {offset:+.0f} ms"
     finally:
         await vroom.disconnect()
@@ -185,3 +187,24 @@ async def test_two_rooms_share_one_batch(stack):
     finally:
         for learner in rooms:
             await learner.leave(lk)
+
+
+async def test_learner_speech_is_captioned(stack):
+    lk, redis, _w, _port = stack
+    lesson = "av-captions"
+    learner = Learner()
+    await learner.join(lk, lesson)
+    try:
+        await dispatch(lk, redis.url, WORKER, lesson, voice=None)
+        await learner.wait_tracks()
+        await learner.say_into_microphone("Good morning teacher, I finished my homework.")
+        deadline = time.monotonic() + 15
+        while not learner.transcripts and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert learner.transcripts, "the learner's speech comes back as a caption"
+        text, attrs = learner.transcripts[0]
+        words = set(text.lower().replace(",", " ").replace(".", " ").split())
+        assert {"morning", "teacher", "homework"} <= words, text
+        assert attrs["lk.transcribed_track_id"] == learner.mic.sid
+    finally:
+        await learner.leave(lk)
