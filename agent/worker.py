@@ -35,6 +35,15 @@ log = get_logger("agent.worker")
 
 JOBS = counter("avatar_jobs_total", "Dispatches seen by this worker, by outcome", ("result",))
 SESSIONS = gauge("avatar_sessions_active", "Avatar sessions running on this worker")
+GPU_MEMORY = gauge("avatar_gpu_memory_bytes", "GPU memory held by this worker's torch (GPU only)")
+
+
+def _gpu_memory() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
 
 
 class AvatarServer(AgentServer):
@@ -108,6 +117,8 @@ class AvatarServer(AgentServer):
             try:
                 await self.fleet.heartbeat(self.active_sessions)
                 SESSIONS.set(self.active_sessions)
+                if (gpu := _gpu_memory()) is not None:
+                    GPU_MEMORY.set(gpu)
                 if (self._drain_task is None and await self.redis.hget(
                         self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
                     self.log.info("fleet.drain_requested_by_ops")

@@ -58,6 +58,45 @@ class SimClock:
         return self.t
 
 
+def _echo(conn) -> None:
+    while True:
+        data = conn.recv_bytes()
+        if not data:
+            return
+        conn.send_bytes(data[:1])
+
+
+def handoff_cost(nbytes: int, n: int = 300) -> dict:
+    """Moving one frame to the session's consumer: a thread queue (what the worker does) vs a
+    pipe to another process (what a shared inference process would add per frame)."""
+    import multiprocessing as mp
+    import queue
+
+    frame = bytes(nbytes)
+    q: queue.Queue = queue.Queue()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        q.put(frame)
+        q.get()
+    thread_us = (time.perf_counter() - t0) / n * 1e6
+    ctx = mp.get_context("spawn")
+    a, b = ctx.Pipe()
+    proc = ctx.Process(target=_echo, args=(b,), daemon=True)
+    proc.start()
+    a.send_bytes(frame)
+    a.recv_bytes()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.send_bytes(frame)
+        a.recv_bytes()
+    process_us = (time.perf_counter() - t0) / n * 1e6
+    a.send_bytes(b"")
+    proc.join(5)
+    return {"frame_bytes": nbytes, "thread_queue_us": round(thread_us, 1),
+            "process_pipe_us": round(process_us, 1),
+            "process_pipe_cost_pct_of_frame_period": round(process_us / (1e6 / FPS) * 100, 2)}
+
+
 def tick_cost(asset, pcm: np.ndarray, sizes: list[int], ticks: int = 60) -> list[dict]:
     rows = []
     for n in tqdm(sizes, desc="tick cost"):
@@ -160,6 +199,8 @@ def main() -> None:
     setup_logging("warning", "console")
     asset = AvatarRegistry().default()
     pcm = speech_pcm()
+    handoff = handoff_cost(asset.width * asset.height * 3 // 2)
+    print("frame hand-off:", handoff)
     cost = tick_cost(asset, pcm, [1, 2, 4, 8, 16, 32, 64])
     rt = []
     for n in tqdm(range(1, args.max_sessions + 1), desc="real time + VP8"):
@@ -171,7 +212,7 @@ def main() -> None:
     payload = {"benchmark": "worker_engine", "machine": machine(), "fps": FPS,
                "size": [asset.width, asset.height], "backend": "numpy",
                "goal": {"sessions_2core_le_1pct_late": 6, "latency_ms_p95": 80},
-               "tick_cost": cost, "realtime_vp8": rt,
+               "frame_handoff": handoff, "tick_cost": cost, "realtime_vp8": rt,
                "capacity_sessions_le_1pct_late": max(ok) if ok else 0}
     write_json("worker_engine", payload)
     plot(payload)
