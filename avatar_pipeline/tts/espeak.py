@@ -6,7 +6,11 @@ exact index of the sample where the phoneme starts. So the phoneme timing (and t
 derived from it) is exact, not estimated.
 
 espeak-ng keeps global state (current voice, parameters, callback), so one process-wide lock
-guards every call into it.
+guards every call into it. It also keeps its pitch-flutter phase in a static across utterances,
+so the same text spoken twice in one process can differ by a few samples (the phonemes and
+visemes do not change); a fresh process making the same calls in the same order is
+sample-exact, which is what makes the training corpus reproducible. The variants in
+``UNSAFE_VARIANTS`` segfault libespeak-ng 1.52 and are refused.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import json
 import math
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,9 @@ class StreamingVisemes:
         self._n_in_s = 0.0  # seconds of audio pushed
         self._silent: list[bool] = []  # digital-silence flag per 10 ms frame not yet output
         self._silent_first = 0  # frame index of _silent[0]
-        self._smoother = Smoother(self.smoothing) if self.smoothing else None
+        # the smoother's time constants are per video frame: use this stream's fps
+        self._smoother = Smoother(replace(self.smoothing, fps=self.fps)) \
+            if self.smoothing else None
 
     @property
     def frames_emitted(self) -> int:
