@@ -43,6 +43,7 @@ async def test_schemathesis_finds_no_5xx(redis_url, regions_file, router_procs, 
         stdout, _ = await asyncio.wait_for(proc.communicate(), 300)
         out = stdout.decode(errors="replace")
         (tmp_path / f"{role}.log").write_text(out)
-        assert proc.returncode == 0, out[-8000:]
+        # (ASCII only: schemathesis prints lone surrogates that pytest's terminal cannot)
+        assert proc.returncode == 0, out[-6000:].encode("ascii", "backslashreplace").decode()
         summary = json.loads(report.read_text()) if report.exists() else {}
         print(role, json.dumps(summary)[:500])
