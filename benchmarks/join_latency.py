@@ -80,6 +80,56 @@ async def wait_ready(url: str, wait_s: float = 60) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client (asyncio streams): the generator shares the cores
+    with what it measures, and this costs a fraction of aiohttp's CPU per request."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str], limit: int = 512):
+        self.host, self.port, self.limit = host, port, limit
+        self.extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open = 0
+
+    async def post(self, path: str, body: bytes) -> int:
+        conn = self.idle.pop() if self.idle else None
+        if conn is None:
+            conn = await asyncio.open_connection(self.host, self.port)
+            self.open += 1
+        reader, writer = conn
+        try:
+            writer.write((f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}"
+                          f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+                          "\r\n\r\n").encode() + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            close = False
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            if length:
+                await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            writer.close()
+            self.open -= 1
+            raise
+        if close:
+            writer.close()
+            self.open -= 1
+        else:
+            self.idle.append(conn)
+        return status
+
+    def close(self) -> None:
+        for _, w in self.idle:
+            w.close()
+        self.idle.clear()
+
+
 async def heartbeats(members: list[FleetMember], stop: asyncio.Event) -> None:
     while not stop.is_set():
         for m in members:
@@ -89,16 +139,15 @@ async def heartbeats(members: list[FleetMember], stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def run_rate(session: aiohttp.ClientSession, url: str, rate: float, duration: float,
+async def run_rate(client: RawHttp, rate: float, duration: float,
                    warmup: float, joins_per_lesson: int, tag: str, seed: int) -> dict:
     n = int(rate * duration)
     rng = random.Random(seed)
-    n_lessons = max(1, n // joins_per_lesson)
-    lessons = [f"{tag}-{i}" for i in range(n_lessons) for _ in range(joins_per_lesson)]
-    lessons += [f"{tag}-{rng.randrange(n_lessons)}" for _ in range(n - len(lessons))]
-    # keep each lesson's first join early-ish but spread: shuffle in windows
-    rng.shuffle(lessons)
-    body = {"user_id": "bench-user", "display_name": "Bench"}
+    # lesson k gets joins k*J .. k*J+J-1, shuffled locally (each lesson's joins spread over
+    # ~2 s at 500/s): about 1/J of the joins are first joins all along the run
+    order = sorted(range(n), key=lambda i: i + rng.uniform(0, 1000))
+    lessons = [f"{tag}-{order[i] // joins_per_lesson}" for i in range(n)]
+    body = json.dumps({"user_id": "bench-user", "display_name": "Bench"}).encode()
     lat = np.full(n, np.nan)
     service = np.full(n, np.nan)
     status = np.zeros(n, dtype=int)
@@ -107,10 +156,8 @@ async def run_rate(session: aiohttp.ClientSession, url: str, rate: float, durati
     async def one(i: int, sched: float) -> None:
         sent = time.perf_counter()
         try:
-            async with session.post(f"{url}/v1/lessons/{lessons[i]}/join", json=body) as r:
-                await r.read()
-                status[i] = r.status
-        except (aiohttp.ClientError, TimeoutError):
+            status[i] = await client.post(f"/v1/lessons/{lessons[i]}/join", body)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
             status[i] = 0
         done = time.perf_counter()
         lat[i] = done - sched
@@ -129,6 +176,14 @@ async def run_rate(session: aiohttp.ClientSession, url: str, rate: float, durati
     ok = keep & (status == 200)
     errs = keep & (status != 200)
     ms = lat[keep] * 1000
+    first = np.zeros(n, dtype=bool)
+    seen: set[str] = set()
+    for i, name in enumerate(lessons):
+        if name not in seen:
+            seen.add(name)
+            first[i] = True
+    new_ms = lat[keep & first] * 1000
+    again_ms = lat[keep & ~first] * 1000
     codes: dict[str, int] = {}
     for c in status[keep]:
         codes[str(int(c))] = codes.get(str(int(c)), 0) + 1
@@ -142,13 +197,24 @@ async def run_rate(session: aiohttp.ClientSession, url: str, rate: float, durati
         "max_ms": round(float(ms.max()), 3),
         "service_p99_ms": round(float(np.percentile(service[keep] * 1000, 99)), 3),
         "ok": int(ok.sum()),
+        "first_join_share": round(float(first[keep].mean()), 3),
+        "first_join_p50_ms": round(float(np.percentile(new_ms, 50)), 3) if len(new_ms) else None,
+        "first_join_p99_ms": round(float(np.percentile(new_ms, 99)), 3) if len(new_ms) else None,
+        "repeat_join_p50_ms": round(float(np.percentile(again_ms, 50)), 3),
+        "repeat_join_p99_ms": round(float(np.percentile(again_ms, 99)), 3),
         "latencies_ms": np.round(ms, 3).tolist(),
     }
 
 
 def holds(r: dict) -> bool:
+    """The target: p99 <= 15 ms, no errors, the offered rate achieved."""
     return r["errors"] == 0 and r["p99_ms"] <= TARGET_P99_MS and \
         r["achieved_rate"] >= 0.98 * r["rate"]
+
+
+def sustains(r: dict) -> bool:
+    """Weaker: no errors, the rate achieved, p99 under 250 ms (not melting down)."""
+    return r["errors"] == 0 and r["p99_ms"] <= 250 and r["achieved_rate"] >= 0.98 * r["rate"]
 
 
 def plot(result: dict, path: Path) -> None:
@@ -182,11 +248,13 @@ def plot(result: dict, path: Path) -> None:
     b.set_yscale("log")
     b.set_xlabel("offered rate (req/s)")
     b.set_ylabel("latency (ms, log)")
-    b.set_title(f"step-up: holds up to {result['max_rate_holding']:.0f} req/s")
+    b.set_title(f"step-up: target held up to {result['max_rate_holding']:.0f} req/s, "
+                f"no errors up to {result['max_rate_sustained']:.0f} req/s", fontsize=9)
     b.legend()
     m = result["machine"]
-    fig.suptitle(f"join latency, 2 routers behind NGINX - {m['cpu_model']}, {m['cores']} cores",
-                 fontsize=10)
+    load = m.get("loadavg_at_start", [0])[0]
+    fig.suptitle(f"join latency, 2 routers behind NGINX - {m['cpu_model']}, {m['cores']} cores "
+                 f"(shared: load average {load:.1f} at start)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -229,29 +297,32 @@ async def main() -> None:
             conf = render_config([f"127.0.0.1:{p}" for _, p in routers], port=port,
                                  rate_per_s=100_000, burst=100_000, worker_processes=1)
             with NginxServer(conf, port=port) as ngx:
-                conn = aiohttp.TCPConnector(limit=512)
-                async with aiohttp.ClientSession(
-                        connector=conn, headers={"X-API-Key": DEV_API_KEY},
-                        timeout=aiohttp.ClientTimeout(total=10)) as s:
-                    await run_rate(s, ngx.url, 100, 2, 0, 10, "warm", 0)  # warm connections
+                s = RawHttp("127.0.0.1", ngx.port, {"X-API-Key": DEV_API_KEY})
+                try:
+                    await run_rate(s, 100, 2, 0, 10, "warm", 0)  # warm connections
                     print(f"baseline {args.rate:.0f} req/s for {args.duration:.0f} s ...",
                           flush=True)
-                    base = await run_rate(s, ngx.url, args.rate, args.duration, args.warmup,
+                    base = await run_rate(s, args.rate, args.duration, args.warmup,
                                           args.joins_per_lesson, "base", 1)
                     print({k: v for k, v in base.items() if k != "latencies_ms"}, flush=True)
                     steps = [{k: v for k, v in base.items() if k != "latencies_ms"}]
                     best = args.rate if holds(base) else 0.0
+                    sustained = args.rate if sustains(base) else 0.0
                     for i, rate in enumerate(float(x) for x in args.steps.split(",") if x):
                         await asyncio.sleep(2)
-                        r = await run_rate(s, ngx.url, rate, args.step_duration, args.warmup,
+                        r = await run_rate(s, rate, args.step_duration, args.warmup,
                                            args.joins_per_lesson, f"step{i}", 10 + i)
                         r.pop("latencies_ms")
                         steps.append(r)
                         print(r, flush=True)
                         if holds(r):
                             best = max(best, rate)
+                        if sustains(r):
+                            sustained = max(sustained, rate)
                         else:
                             break
+                finally:
+                    s.close()
         finally:
             stop.set()
             await hb
@@ -270,14 +341,22 @@ async def main() -> None:
                   "latency": "from the scheduled send time to the full response (open loop)",
                   "target": {"p99_ms": TARGET_P99_MS, "errors": 0}},
         "baseline": base, "steps": steps, "max_rate_holding": best,
+        "max_rate_sustained": sustained,
         "baseline_holds": holds(base),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(result, args.out.with_suffix(".png"))
     summary = {k: v for k, v in base.items() if k != "latencies_ms"}
-    print(json.dumps({"baseline": summary, "max_rate_holding": best}, indent=1))
+    print(json.dumps({"baseline": summary, "max_rate_holding": best,
+                      "max_rate_sustained": sustained}, indent=1))
 
 
 if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
     asyncio.run(main())

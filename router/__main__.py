@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
               "(python -m router hash-key KEY prints a hash)", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, "json")
+    import logging
+
+    logging.captureWarnings(True)  # library warnings come out as JSON log lines too
     import uvicorn
 
     from router.app import create_app
