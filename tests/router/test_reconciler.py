@@ -184,3 +184,34 @@ async def test_claimed_but_never_dispatched_is_dispatched_by_the_reconciler(
     finally:
         await crashed.lk.aclose()
         await client.aclose()
+
+
+async def test_worker_restarted_under_the_same_id_gets_its_lessons_redispatched(
+        redis_url, regions_file, workers, lk, redis_client):
+    """A restart keeps the worker id but starts a new epoch; its old jobs are gone, so each of
+    its lessons gets a new fence and a new dispatch (a join right away sees the same)."""
+    w1 = await workers("w1", capacity=4)
+    await workers("w2", capacity=4)
+    async with running_app(make_settings(redis_url, regions_file)) as c:
+        old = {}
+        for i in range(4):
+            r = (await c.post(f"/v1/lessons/rs{i}/join", json=BODY_TEMPLATE, headers=API)).json()
+            old[f"rs{i}"] = r
+        on_w1 = [x for x, r in old.items() if r["worker_id"] == "w1"]
+        assert on_w1
+        await asyncio.sleep(0.8)  # a sweep has seen w1's current epoch
+        await w1.member.register()  # the restart: same id, epoch + 1, heartbeating at once
+        first = on_w1[0]
+        r = (await c.post(f"/v1/lessons/{first}/join", json=BODY_TEMPLATE, headers=API)).json()
+        assert r["fence"] > old[first]["fence"]
+        k = PoolKeys("local")
+        deadline = time.monotonic() + 5
+        for lesson in on_w1:
+            while int(await redis_client.hget(k.lesson(lesson), "fence")) == old[lesson]["fence"]:
+                assert time.monotonic() < deadline, f"{lesson} kept its fence"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            got = await named_dispatches(lk, f"lesson-{lesson}")
+            assert len(got) == 2 and sorted(m.fence for _, m in got)[0] == old[lesson]["fence"]
+        for lesson in set(old) - set(on_w1):  # w2's lessons untouched
+            assert int(await redis_client.hget(k.lesson(lesson), "fence")) == old[lesson]["fence"]
