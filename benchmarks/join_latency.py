@@ -24,6 +24,7 @@ import platform
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,7 +91,7 @@ class RawHttp:
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open = 0
 
-    async def post(self, path: str, body: bytes) -> int:
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         conn = self.idle.pop() if self.idle else None
         if conn is None:
             conn = await asyncio.open_connection(self.host, self.port)
@@ -111,8 +112,7 @@ class RawHttp:
                     length = int(value)
                 elif name == b"connection" and value.strip().lower() == b"close":
                     close = True
-            if length:
-                await reader.readexactly(length)
+            payload = await reader.readexactly(length) if length else b""
         except (OSError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             self.open -= 1
@@ -122,7 +122,7 @@ class RawHttp:
             self.open -= 1
         else:
             self.idle.append(conn)
-        return status
+        return status, payload
 
     def close(self) -> None:
         for _, w in self.idle:
@@ -130,13 +130,27 @@ class RawHttp:
         self.idle.clear()
 
 
-async def heartbeats(members: list[FleetMember], stop: asyncio.Event) -> None:
-    while not stop.is_set():
+def heartbeat_thread(redis_url: str, worker_ids: list[str], stop: threading.Event) -> None:
+    """The simulated workers' heartbeats, in their own thread and event loop: a generator loop
+    busy with thousands of requests must not make them late (they would look dead)."""
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        members = [FleetMember(client, w, "local", 100_000) for w in worker_ids]
         for m in members:
-            with contextlib.suppress(Exception):
-                await m.heartbeat(0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            await m.register()
+        ready.set()
+        while not stop.is_set():
+            for m in members:
+                with contextlib.suppress(Exception):
+                    await m.heartbeat(0)
+            await asyncio.sleep(0.5)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+ready = threading.Event()
 
 
 async def run_rate(client: RawHttp, rate: float, duration: float,
@@ -151,14 +165,22 @@ async def run_rate(client: RawHttp, rate: float, duration: float,
     lat = np.full(n, np.nan)
     service = np.full(n, np.nan)
     status = np.zeros(n, dtype=int)
+    reasons: dict[str, int] = {}
     t0 = time.perf_counter() + 0.2
 
     async def one(i: int, sched: float) -> None:
         sent = time.perf_counter()
         try:
-            status[i] = await client.post(f"/v1/lessons/{lessons[i]}/join", body)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+            status[i], payload = await client.post(f"/v1/lessons/{lessons[i]}/join", body)
+            if status[i] != 200:
+                try:
+                    why = json.loads(payload).get("error", "?")
+                except ValueError:
+                    why = payload[:60].decode(errors="replace")
+                reasons[why] = reasons.get(why, 0) + 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             status[i] = 0
+            reasons[type(exc).__name__] = reasons.get(type(exc).__name__, 0) + 1
         done = time.perf_counter()
         # from the scheduled time when sent late (open loop: lateness counts); from the send
         # when the event loop's timer woke up to 1 ms early
@@ -192,6 +214,7 @@ async def run_rate(client: RawHttp, rate: float, duration: float,
     return {
         "rate": rate, "duration_s": duration, "warmup_s": warmup, "requests": int(keep.sum()),
         "achieved_rate": round(n / (end - t0), 1), "errors": int(errs.sum()), "status": codes,
+        "error_reasons": reasons,
         "p50_ms": round(float(np.percentile(ms, 50)), 3),
         "p90_ms": round(float(np.percentile(ms, 90)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
@@ -284,13 +307,11 @@ async def main() -> None:
             "    lat: 52.52\n    lon: 13.40\n    priority: 0\n")
         env = {**dev_env(), "AVATAR_REDIS_URL": redis_srv.url,
                "AVATAR_REGIONS_FILE": str(regions), "AVATAR_LOG_LEVEL": "info"}
-        client = aioredis.Redis.from_url(redis_srv.url)
-        members = [FleetMember(client, f"bench-w{i:02d}", "local", 100_000)
-                   for i in range(args.workers)]
-        for m in members:
-            await m.register()
-        stop = asyncio.Event()
-        hb = asyncio.create_task(heartbeats(members, stop))
+        stop = threading.Event()
+        hb = threading.Thread(target=heartbeat_thread, daemon=True, args=(
+            redis_srv.url, [f"bench-w{i:02d}" for i in range(args.workers)], stop))
+        hb.start()
+        ready.wait(30)
         routers = [start_router(env, logs / f"router{i}.log") for i in range(2)]
         try:
             for _, port in routers:
@@ -327,13 +348,12 @@ async def main() -> None:
                     s.close()
         finally:
             stop.set()
-            await hb
+            hb.join(5)
             for p, _ in routers:
                 p.terminate()
             for p, _ in routers:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.wait(10)
-            await client.aclose()
     mach["loadavg_at_end"] = os.getloadavg()
     result = {
         "benchmark": "join_latency", "machine": mach,
