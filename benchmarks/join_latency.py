@@ -184,7 +184,7 @@ async def run_rate(client: RawHttp, rate: float, duration: float,
         done = time.perf_counter()
         # from the scheduled time when sent late (open loop: lateness counts); from the send
         # when the event loop's timer woke up to 1 ms early
-        lat[i] = done - max(sched, sent)
+        lat[i] = done - min(sched, sent)
         service[i] = done - sent
 
     tasks = []
