@@ -8,9 +8,11 @@ key                            type    meaning
 =============================  ======  =====================================================
 ``{pool:R}:workers:load``      zset    worker id -> lessons assigned (active + reserved)
 ``{pool:R}:workers:seen``      zset    worker id -> last heartbeat, ms of Redis ``TIME``
-``{pool:R}:worker:<id>``       hash    capacity, state, epoch, region, active, seen_ms
+``{pool:R}:worker:<id>``       hash    capacity, state, epoch, region, active, seen_ms (the
+                                       worker's heartbeat); drain (ops), lessons_epoch (router)
 ``{pool:R}:worker:<id>:lessons`` set   lesson ids assigned to the worker (for the reconciler)
-``{pool:R}:lesson:<id>``       hash    worker, fence, pool, assigned_at, voice_agent_identity,
+``{pool:R}:lesson:<id>``       hash    worker, fence, epoch (the worker's at assignment), pool,
+                                       assigned_at, voice_agent_identity,
                                        dispatch_fence, dispatch_state (pending|done),
                                        dispatch_at (ms), dispatch_id
 ``{pool:R}:fence``             string  fence counter (INCR); fences only grow (and a lesson that
@@ -27,7 +29,9 @@ A pool is a region (``R``) or its canary (``R-canary``, :func:`canary_pool`): ca
 heartbeat with ``FleetMember(redis, id, canary_pool(region), capacity)`` and join the region's
 LiveKit. The ``drain`` field of ``worker:<id>`` (``1``) is set by ops through the router
 (``POST /v1/workers/<id>/drain``); heartbeats never overwrite it, assign skips such a worker, and
-a worker may watch it to start draining itself.
+a worker may watch it to start draining itself. A worker that registers again under the same
+id (new ``epoch``) is a new process: the lessons it had under the old epoch get new fences and
+new dispatches (its old jobs are gone).
 
 A worker heartbeats every ``heartbeat_interval_s`` with :func:`heartbeat` (Lua, Redis time);
 a router treats a worker whose ``seen`` is older than ``heartbeat_ttl_s`` as dead.

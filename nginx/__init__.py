@@ -84,7 +84,7 @@ def render_config(routers: list[str], port: int | None = None, *, listen: str | 
             + locations(hsts=True) + "    }\n")
     conf = _fill(TEMPLATE.read_text(), {
         "WORKER_PROCESSES": str(worker_processes),
-        "ACCESS_LOG": "access_log logs/access.log;" if access_log else "access_log off;",
+        "ACCESS_LOG": "access_log logs/access.log upstream;" if access_log else "access_log off;",
         "RATE": rate, "ROUTER_SERVERS": servers, "LIVEKIT_UPSTREAM": lk_upstream,
         "LISTEN": listen, "TLS_SERVER": tls_server,
     })

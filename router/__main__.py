@@ -33,11 +33,18 @@ def main(argv: list[str] | None = None) -> int:
               "(python -m router hash-key KEY prints a hash)", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, "json")
+    import logging
+
+    logging.captureWarnings(True)  # library warnings come out as JSON log lines too
     import uvicorn
 
     from router.app import create_app
 
     app = create_app(settings, reconciler=not args.no_reconciler)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # start-up objects (FastAPI, pydantic, livekit) leave the GC's scans
     uvicorn.run(app, host=args.host or settings.router.host, port=args.port or settings.router.port,
                 loop="uvloop", http="httptools", access_log=False, log_config=None,
                 timeout_graceful_shutdown=5)

@@ -64,6 +64,7 @@ class Router:
         self.lk = LiveKitClients(self.regions.regions, self.rs.livekit_timeout_s)
         self.metrics = metrics
         self._canary = (0.0, -1.0)  # (percent, monotonic time read)
+        self.livekit_urls = {r.name: r.livekit_url for r in self.regions.regions}
 
     # --- pools ----------------------------------------------------------------------------------
     def all_pools(self) -> list[str]:

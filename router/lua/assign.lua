@@ -24,8 +24,14 @@ local function fresh(w)
   return seen and tonumber(seen) >= now - ttl
 end
 
-local function alive(w)  -- a draining worker keeps the lessons it has
-  return fresh(w) and redis.call('HGET', prefix .. 'worker:' .. w, 'state') ~= 'stopped'
+-- the lesson's worker still runs it: heartbeat fresh, not stopped, and the same process
+-- (epoch) it was given to: a worker restarted under the same id lost its jobs. A draining
+-- worker keeps the lessons it has.
+local function alive(w, lesson_epoch)
+  if not fresh(w) then return false end
+  local h = redis.call('HMGET', prefix .. 'worker:' .. w, 'state', 'epoch')
+  if h[1] == 'stopped' then return false end
+  return (not lesson_epoch) or h[2] == lesson_epoch
 end
 
 local function claim(fence)
@@ -45,8 +51,8 @@ local function resync(w)  -- load score = lessons actually assigned
   redis.call('ZADD', load_key, 'XX', n, w)
 end
 
-local cur = redis.call('HMGET', lesson_key, 'worker', 'fence')
-local old_worker, old_fence = cur[1], tonumber(cur[2]) or 0
+local cur = redis.call('HMGET', lesson_key, 'worker', 'fence', 'epoch')
+local old_worker, old_fence, old_epoch = cur[1], tonumber(cur[2]) or 0, cur[3]
 
 if expect ~= '' then
   if old_worker ~= expect then
@@ -56,8 +62,8 @@ if expect ~= '' then
     end
     return {'skip', old_worker or '', old_fence, 0, 0}
   end
-  if alive(old_worker) then return {'skip', old_worker, old_fence, 0, 0} end
-elseif old_worker and alive(old_worker) then
+  if alive(old_worker, old_epoch) then return {'skip', old_worker, old_fence, 0, 0} end
+elseif old_worker and alive(old_worker, old_epoch) then
   if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
   return {'ok', old_worker, old_fence, claim(old_fence), 0}
 end
@@ -101,7 +107,8 @@ if old_worker then
   resync(old_worker)
 end
 redis.call('HSET', lesson_key, 'worker', chosen, 'fence', fence, 'pool', pool,
-           'assigned_at', now)
+           'assigned_at', now,
+           'epoch', redis.call('HGET', prefix .. 'worker:' .. chosen, 'epoch') or '0')
 if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
 redis.call('SADD', prefix .. 'worker:' .. chosen .. ':lessons', lesson_id)
 resync(chosen)

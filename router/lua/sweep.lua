@@ -2,7 +2,9 @@
 -- KEYS[1] workers:load zset  KEYS[2] workers:seen zset  KEYS[3] dispatch:pending zset
 -- ARGV[1] heartbeat ttl ms  ARGV[2] key prefix "{pool:R}:"  ARGV[3] dispatch lease ms
 -- ARGV[4] max stale claims returned
--- Dead = heartbeat older than the ttl, or state stopped. Dead workers with lessons are returned
+-- Dead = heartbeat older than the ttl, or state stopped. A live worker whose epoch changed
+-- since the last sweep (restarted under the same id: its jobs are gone) is returned with the
+-- dead ones; assign moves only its lessons of the old epoch. Dead workers with lessons are returned
 -- (their lessons must move); dead ones without lessons are forgotten. A live worker's load score
 -- is reset to its real lesson count (a heartbeat re-adds a dropped worker at 0).
 -- Returns {dead workers, stale dispatch claims, live workers, serving capacity, serving load}.
@@ -20,7 +22,7 @@ end
 local dead, live, cap, used = {}, 0, 0, 0
 for _, w in ipairs(order) do
   local wk = prefix .. 'worker:' .. w
-  local h = redis.call('HMGET', wk, 'state', 'capacity', 'drain')
+  local h = redis.call('HMGET', wk, 'state', 'capacity', 'drain', 'epoch', 'lessons_epoch')
   local n = redis.call('SCARD', wk .. ':lessons')
   if known[w] < now - ttl or h[1] == 'stopped' then
     if n > 0 then
@@ -32,6 +34,10 @@ for _, w in ipairs(order) do
     end
   else
     live = live + 1
+    if h[4] and h[5] ~= h[4] then
+      if h[5] and n > 0 then table.insert(dead, w) end
+      redis.call('HSET', wk, 'lessons_epoch', h[4])
+    end
     redis.call('ZADD', KEYS[1], n, w)
     if h[1] == 'serving' and h[3] ~= '1' then
       cap = cap + (tonumber(h[2]) or 0)

@@ -50,7 +50,8 @@ async def test_kill_one_router_during_load_zero_errors(two_routers, nginx_factor
     a, b = two_routers
     ngx = nginx_factory(render_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"],
                                       port=(port := free_port()), rate_per_s=10000,
-                                      burst=10000, worker_processes=1), port=port)
+                                      burst=10000, worker_processes=1, access_log=True),
+                        port=port)
     url = ngx.url
     n, rate = 600, 100.0  # 6 s of joins over 150 lessons, open loop
     results: list = []
@@ -78,8 +79,14 @@ async def test_kill_one_router_during_load_zero_errors(two_routers, nginx_factor
     errors = [r for r in results if r[0] != 200]
     assert len(results) == n
     assert errors == [], errors[:5]
-    # both routers served before the kill (least_conn spreads), b alone after
     assert b.proc.poll() is None
+    # NGINX's log: both routers served, and requests that met the dead router were retried
+    log = (ngx.workdir / "logs" / "access.log").read_text().splitlines()
+    ups = [line.split(" up=")[1].split(" ")[0] for line in log if "/join" in line]
+    assert any(u == f"127.0.0.1:{a.port}" for u in ups)
+    assert any(u == f"127.0.0.1:{b.port}" for u in ups)
+    retried = [line for line in log if f"127.0.0.1:{a.port}, 127.0.0.1:{b.port}" in line]
+    assert retried and all(" 200 " in line for line in retried)
 
 
 async def test_past_the_rate_is_429_json(two_routers, nginx_factory):
