@@ -8,6 +8,7 @@ until it answers, and stops it (SIGTERM, then SIGKILL). Nothing here is a mock:
 * :class:`RedisServer`    - Debian ``redis-server``, no persistence unless asked.
 * :class:`NginxServer`    - Debian ``nginx`` with a generated config, ``nginx -t`` first.
 * :class:`AvatarWorkerProcess` - our worker, ``python -m agent start``, ready when serving.
+* :class:`RouterProcess`  - our router, ``python -m router``, ready on ``/readyz``.
 
 Missing programs are installed by ``scripts/setup.sh``; the LiveKit build also runs here on
 first use (it is cached, so later runs only check the binary's version).
@@ -388,3 +389,56 @@ class AvatarWorkerProcess(_Process):
                 with contextlib.suppress(ValueError):
                     out.append(json.loads(line))
         return out
+
+
+DEV_API_KEY, DEV_OPS_KEY = "dev-backend-key", "dev-ops-key"
+"""The router's development keys (never for production): the stack and tests use them."""
+
+
+def write_regions_file(path: Path, livekit: LiveKitServer, region: str = "local") -> Path:
+    """A regions YAML with one region served by ``livekit``."""
+    path.write_text(
+        f"default: {region}\nregions:\n  - name: {region}\n    livekit_url: {livekit.url}\n"
+        f"    api_key: {livekit.api_key}\n    api_secret: {livekit.api_secret}\n"
+        "    lat: 52.52\n    lon: 13.40\n    priority: 0\n")
+    return path
+
+
+class RouterProcess(_Process):
+    """``python -m router`` (one replica) on a free port, with the dev keys; ready on /readyz."""
+
+    name = "router"
+
+    def __init__(self, livekit: LiveKitServer, redis_url: str, port: int | None = None,
+                 extra_env: dict | None = None) -> None:
+        import hashlib
+
+        super().__init__()
+        self.port = port or free_port()
+        regions = write_regions_file(self.workdir / "regions.yaml", livekit)
+        sha = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
+        self.env = {
+            "AVATAR_REDIS_URL": redis_url, "AVATAR_REGIONS_FILE": str(regions),
+            "AVATAR_LIVEKIT__URL": livekit.url, "AVATAR_LIVEKIT__API_KEY": livekit.api_key,
+            "AVATAR_LIVEKIT__API_SECRET": livekit.api_secret, "AVATAR_LOG_FORMAT": "json",
+            "AVATAR_ROUTER__API_KEY_SHA256": f'["{sha(DEV_API_KEY)}"]',
+            "AVATAR_ROUTER__OPS_KEY_SHA256": f'["{sha(DEV_OPS_KEY)}"]',
+            "PYTHONPATH": str(REPO), **(extra_env or {}),
+        }
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RouterProcess:
+        import sys
+
+        self._spawn([sys.executable, "-m", "router", "--host", "127.0.0.1", "--port",
+                     str(self.port)], env=self.env)
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://{self.address}/readyz", timeout=1) as r:
+                return r.status == 200
+
+        _wait(ready, self.proc, "router", 60, self.logfile)
+        return self

@@ -1,10 +1,10 @@
 """The local stack: real servers on loopback for development, started by ``make run``.
 
 Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
-LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise, and one avatar
-worker (``python -m agent start``, worker id ``local-1``) registered with both; prints how to
-connect and writes the same as environment variables to ``.cache/stack.env``; stops everything
-on Ctrl-C or SIGTERM.
+LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise; one avatar worker
+(``python -m agent start``, worker id ``local-1``); two router replicas (``python -m router``)
+behind NGINX on 8080 (when free). Prints how to connect and writes the same as environment
+variables to ``.cache/stack.env``; stops everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,7 +17,19 @@ import threading
 from pathlib import Path
 
 from config.logs import get_logger, setup_logging
-from scripts.servers import CACHE, AvatarWorkerProcess, LiveKitServer, RedisServer, port_is_free
+from nginx import render_config
+from scripts.servers import (
+    CACHE,
+    DEV_API_KEY,
+    DEV_OPS_KEY,
+    AvatarWorkerProcess,
+    LiveKitServer,
+    NginxServer,
+    RedisServer,
+    RouterProcess,
+    free_port,
+    port_is_free,
+)
 
 log = get_logger("scripts.stack")
 
@@ -57,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         livekit = stack.enter_context(LiveKitServer(
             port=_port(7880), rtc_tcp_port=_port(7881), rtc_udp_port=_port(7882)))
         worker = stack.enter_context(AvatarWorkerProcess(livekit, redis.url, "local-1"))
+        routers = [stack.enter_context(RouterProcess(livekit, redis.url)) for _ in range(2)]
+        api_port = _port(8080) or free_port()
+        nginx = stack.enter_context(NginxServer(render_config(
+            [r.address for r in routers], port=api_port, worker_processes=1,
+            livekit=livekit.url.removeprefix("ws://")), port=api_port))
         env = connection_env(redis, livekit)
+        env["AVATAR_ROUTER_URL"] = nginx.url
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
         args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         print(
@@ -66,15 +84,22 @@ def main(argv: list[str] | None = None) -> int:
             f"   RTC tcp {livekit.rtc_tcp_port} udp {livekit.rtc_udp_port}\n"
             f"  Redis    {redis.url}\n"
             f"  Worker   local-1 (agent name avatar-local-1, capacity {worker.env['AVATAR_WORKER__CAPACITY']})\n"
+            f"  Router   {nginx.url} (NGINX -> {', '.join(r.address for r in routers)})"
+            f"   backend key {DEV_API_KEY}, ops key {DEV_OPS_KEY}\n"
             f"  Logs     {livekit.logfile}  {redis.logfile}  {worker.logfile}\n"
-            f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n",
+            f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n"
+            f"Try:  curl -s -X POST {nginx.url}/v1/lessons/demo/join -H 'X-API-Key: {DEV_API_KEY}'"
+            f" -H 'content-type: application/json' -d '{{\"user_id\": \"u1\", "
+            f"\"display_name\": \"Ada\"}}'\n",
             flush=True,
         )
         log.info("stack.ready", livekit=livekit.url, redis=redis.url)
         while not stop.is_set() and not args.exit_after_start:
-            if not (redis.running and livekit.running and worker.running):
-                log.error("stack.server_died", redis=redis.running, livekit=livekit.running,
-                          worker=worker.running)
+            parts = {"redis": redis, "livekit": livekit, "worker": worker, "nginx": nginx,
+                     **{f"router{i}": r for i, r in enumerate(routers)}}
+            dead = [name for name, p in parts.items() if not p.running]
+            if dead:
+                log.error("stack.server_died", dead=dead)
                 return 1
             stop.wait(1.0)
         log.info("stack.stopping")

@@ -1,26 +1,33 @@
-"""The README's run command starts the local stack: real LiveKit and Redis answer on loopback,
-an avatar worker serves in the Redis pool, and Ctrl-C (SIGINT) stops them all."""
+"""The README's run command, end to end: the local stack (LiveKit, Redis, an avatar worker, two
+routers behind NGINX) starts; a lesson backend's join through NGINX puts the avatar in the room
+and hands out a learner token that works; lesson text is spoken; DELETE takes the avatar out;
+Ctrl-C (SIGINT) stops it all."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import redis as redis_sync
+from livekit import api, rtc
 
 from config.fleet import PoolKeys
+from scripts.servers import DEV_API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _env_file(path: Path, proc: subprocess.Popen, timeout: float = 60) -> dict[str, str]:
+def _env_file(path: Path, proc: subprocess.Popen, timeout: float = 90) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
@@ -36,8 +43,68 @@ def _redis_ping(port: int) -> bytes:
         return s.recv(16)
 
 
+def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body
+                                 else None, headers={"X-API-Key": DEV_API_KEY,
+                                                     "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+async def _lesson_through_the_api(env: dict[str, str]) -> None:
+    base = env["AVATAR_ROUTER_URL"]
+    status, joined = await asyncio.to_thread(
+        _call, "POST", f"{base}/v1/lessons/stack-demo/join",
+        {"user_id": "learner-1", "display_name": "Ada"})
+    assert status == 200, joined
+    assert joined["worker_id"] == "local-1" and joined["avatar_identity"] == "avatar-stack-demo"
+
+    lk = api.LiveKitAPI(env["AVATAR_LIVEKIT__URL"].replace("ws://", "http://"),
+                        env["AVATAR_LIVEKIT__API_KEY"], env["AVATAR_LIVEKIT__API_SECRET"])
+    learner = rtc.Room()
+    transcripts: list[str] = []
+
+    async def _on_text(reader):
+        transcripts.append(await reader.read_all())
+
+    learner.register_text_stream_handler(
+        "lk.transcription", lambda r, who: asyncio.create_task(_on_text(r)))
+    try:
+        await learner.connect(joined["livekit_url"], joined["token"])  # the learner's token works
+        assert learner.name == joined["room"]
+        deadline = time.monotonic() + 20
+        while joined["avatar_identity"] not in {
+                p.identity for p in learner.remote_participants.values()}:
+            assert time.monotonic() < deadline, "the avatar joins the lesson's room"
+            await asyncio.sleep(0.1)
+
+        status, _ = await asyncio.to_thread(_call, "POST", f"{base}/v1/lessons/stack-demo/say",
+                                            {"text": "Welcome to the lesson.", "language": "en"})
+        assert status in (200, 202)
+        deadline = time.monotonic() + 15
+        while not transcripts:
+            assert time.monotonic() < deadline, "the lesson text is spoken"
+            await asyncio.sleep(0.1)
+        assert transcripts[0] == "Welcome to the lesson."
+
+        status, _ = await asyncio.to_thread(_call, "DELETE", f"{base}/v1/lessons/stack-demo")
+        assert status in (200, 204)
+        deadline = time.monotonic() + 15
+        while joined["avatar_identity"] in {
+                p.identity for p in learner.remote_participants.values()}:
+            assert time.monotonic() < deadline, "DELETE takes the avatar out of the room"
+            await asyncio.sleep(0.1)
+    finally:
+        await learner.disconnect()
+        await lk.aclose()
+
+
 @pytest.mark.livekit
-def test_run_command_starts_livekit_and_redis_and_ctrl_c_stops_them(tmp_path):
+@pytest.mark.nginx
+def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
     env_file = tmp_path / "stack.env"
     proc = subprocess.Popen([sys.executable, "-m", "scripts.stack", "--env-file", str(env_file)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -51,12 +118,15 @@ def test_run_command_starts_livekit_and_redis_and_ctrl_c_stops_them(tmp_path):
         client = redis_sync.Redis.from_url(env["AVATAR_REDIS_URL"])
         assert client.hget(PoolKeys("local").worker("local-1"), "state") == b"serving"
 
+        asyncio.run(_lesson_through_the_api(env))
+
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, out
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out[-3000:]
         assert "Local stack is up" in out and "avatar-local-1" in out
-        with pytest.raises(OSError):
-            urllib.request.urlopen(lk_http, timeout=2)
+        for url in (lk_http, env["AVATAR_ROUTER_URL"] + "/healthz"):
+            with pytest.raises(OSError):
+                urllib.request.urlopen(url, timeout=2)
         with pytest.raises(OSError):
             _redis_ping(redis_port)
     finally:
