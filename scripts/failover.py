@@ -1,0 +1,69 @@
+"""Worker death, end to end: a lesson is served by one of two real workers; that worker is
+killed (SIGKILL); the router's reconciler moves the lesson and the other worker's avatar joins
+the room. Used by tests/integration/test_failover.py and benchmarks/failover.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+from livekit import rtc
+
+from scripts.servers import DEV_API_KEY, AvatarWorkerProcess, RouterProcess
+
+TTL_ENV = {"AVATAR_WORKER__HEARTBEAT_TTL_S": "3"}
+
+
+def join(router: RouterProcess, lesson: str) -> dict:
+    req = urllib.request.Request(
+        f"http://{router.address}/v1/lessons/{lesson}/join", method="POST",
+        data=json.dumps({"user_id": f"u-{lesson}", "display_name": "Ada"}).encode(),
+        headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def end(router: RouterProcess, lesson: str) -> None:
+    """The backend ends the lesson (releases its seat on the worker)."""
+    req = urllib.request.Request(f"http://{router.address}/v1/lessons/{lesson}", method="DELETE",
+                                 headers={"X-API-Key": DEV_API_KEY})
+    with urllib.request.urlopen(req, timeout=10):
+        pass
+
+
+def _avatar_worker(room: rtc.Room, identity: str) -> str | None:
+    for p in room.remote_participants.values():
+        if p.identity == identity:
+            return p.attributes.get("worker_id")
+    return None
+
+
+async def kill_and_time_recovery(router: RouterProcess,
+                                 workers: dict[str, AvatarWorkerProcess], lesson: str,
+                                 limit_s: float = 30.0) -> dict:
+    """Join ``lesson``, wait for its avatar, SIGKILL its worker; seconds until the avatar is
+    back in the room, served by another worker."""
+    joined = join(router, lesson)
+    room = rtc.Room()
+    await room.connect(joined["livekit_url"], joined["token"])
+    try:
+        ident, first = joined["avatar_identity"], joined["worker_id"]
+        deadline = time.monotonic() + limit_s
+        while _avatar_worker(room, ident) != first:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"avatar never joined from {first}")
+            await asyncio.sleep(0.05)
+        workers[first].kill()
+        t_kill = time.monotonic()
+        while (w := _avatar_worker(room, ident)) in (None, first):
+            if time.monotonic() - t_kill > limit_s:
+                raise TimeoutError("the avatar did not come back")
+            await asyncio.sleep(0.05)
+        return {"lesson": lesson, "killed": first, "now_on": w, "fence_before": joined["fence"],
+                "seconds": round(time.monotonic() - t_kill, 2)}
+    finally:
+        await room.disconnect()
+        await asyncio.to_thread(end, router, lesson)
