@@ -134,3 +134,25 @@ async def test_sigterm_marks_draining_first_and_lets_the_lesson_finish(worker, l
     assert rc == 0, log.read_text()[-3000:]
     assert r.hget(keys.worker("w-test"), "state") == b"stopped"
     assert r.zscore(keys.workers_seen, "w-test") is None
+
+
+async def test_ops_drain_flag_from_the_router_makes_the_worker_drain(worker, livekit_server,
+                                                                    redis_url):
+    """POST /v1/workers/{id}/drain sets drain=1 on the worker's hash; the worker notices on its
+    next heartbeat, reports draining and takes no new lesson."""
+    proc, _log = worker
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    r.hset(keys.worker("w-test"), "drain", "1")
+
+    async def draining():
+        return r.hget(keys.worker("w-test"), "state") == b"draining"
+
+    assert await _wait_for(draining, 5)
+    r.hset(keys.lesson("L-after"), mapping={"worker": "w-test", "fence": 1})
+    async with api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key,
+                              livekit_server.api_secret) as lk:
+        await _dispatch(lk, "L-after", fence=1)
+        await asyncio.sleep(2.0)
+        assert avatar_identity("L-after") not in await _participants(lk, room_name("L-after"))
+    assert proc.poll() is None, "draining, not gone: ops drain does not kill running lessons"
