@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,39 +28,11 @@ sys.path.insert(0, str(ROOT))
 from avatar_pipeline.avatar.default import default_avatar  # noqa: E402
 from avatar_pipeline.compose import FrameState, make_compositor  # noqa: E402
 from avatar_pipeline.viseme_set import NUM_VISEMES  # noqa: E402
+from benchmarks.machine import machine  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_MS = 2.0
 FPS = 25
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "numpy": np.__version__,
-        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "note": "shared machine: other jobs were running; medians of round-robin samples",
-    }
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def make_states(aid: str, n: int, seed: int = 0) -> list[FrameState]:
@@ -260,7 +231,7 @@ def plot(result: dict, path: Path) -> None:
         ax.axhline(200, color="crimson", ls="--", lw=1)
         ax.set_ylabel("sessions at 25 fps per GPU")
     m = result["machine"]
-    ax.set_title(f"Frame composition - {m['cpu_model']} ({m['cores']} cores)"
+    ax.set_title(f"Frame composition - {m['cpu']} ({m['cores']} cores)"
                  + (f", {m['gpu']}" if m.get("gpu") else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -34,28 +33,19 @@ import redis.asyncio as aioredis
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-
+from benchmarks.machine import machine as shared_machine  # noqa: E402
 from config.fleet import FleetMember  # noqa: E402
 from nginx import render_config  # noqa: E402
 from router.auth import DEV_API_KEY, dev_env  # noqa: E402
-from scripts.servers import LiveKitServer, NginxServer, RedisServer, free_port  # noqa: E402
+from scripts.servers import LiveKitServer, NginxServer, RedisServer, free_port, write_regions_file  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 TARGET_P99_MS = 15.0
 
 
 def machine() -> dict:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem = None
-    with contextlib.suppress(OSError, ValueError):
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    return {"loadavg_at_start": os.getloadavg(), "platform": platform.platform(), "python": platform.python_version(),
-            "cpu_model": model, "cores": os.cpu_count(), "memory_gib": mem,
+    """The shared machine description, with the load at the start (the box may be shared)."""
+    return {**shared_machine(), "loadavg_at_start": os.getloadavg(),
             "note": "load generator, NGINX (1 worker), 2 routers, Redis and LiveKit share these "
                     "cores; loopback only"}
 
@@ -278,7 +268,7 @@ def plot(result: dict, path: Path) -> None:
     b.legend()
     m = result["machine"]
     load = m.get("loadavg_at_start", [0])[0]
-    fig.suptitle(f"join latency, 2 routers behind NGINX - {m['cpu_model']}, {m['cores']} cores "
+    fig.suptitle(f"join latency, 2 routers behind NGINX - {m['cpu']}, {m['cores']} cores "
                  f"(shared: load average {load:.1f} at start)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -300,11 +290,7 @@ async def main() -> None:
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"join-bench-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
     with RedisServer() as redis_srv, LiveKitServer() as lk:
-        regions = logs / "regions.yaml"
-        regions.write_text(
-            f"default: local\nregions:\n  - name: local\n    livekit_url: {lk.url}\n"
-            f"    api_key: {lk.api_key}\n    api_secret: {lk.api_secret}\n"
-            "    lat: 52.52\n    lon: 13.40\n    priority: 0\n")
+        regions = write_regions_file(logs / "regions.yaml", lk)
         env = {**dev_env(), "AVATAR_REDIS_URL": redis_srv.url,
                "AVATAR_REGIONS_FILE": str(regions), "AVATAR_LOG_LEVEL": "info"}
         stop = threading.Event()
