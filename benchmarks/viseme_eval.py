@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> dict:
         "pocketsphinx": ps,
         "energy": lambda x, n: predict_energy(x, n, speech_v),
     }
-    report = {"machine": machine(), "weights": str(model.path), "model_meta": model.meta,
+    report = {"machine": machine(), "weights": str(model.path.resolve().relative_to(Path(__file__).resolve().parents[1]))
+                 if model.path.resolve().is_relative_to(Path(__file__).resolve().parents[1])
+                 else model.path.name, "model_meta": model.meta,
               "seed": args.seed, "seconds_per_condition": args.seconds,
               "energy_baseline_speech_viseme": VISEMES[speech_v], "conditions": {}}
     speech_audio = []

@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict:
         "lookahead_ms": L * 10, "data_seconds": round(t_data, 1),
         "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
         "steps": step, "capped_by_time": capped, "best_step": best[2], "args": {
-            k: str(v) for k, v in vars(args).items()},
-        "history": hist, "splits": splits, "weights": str(args.weights),
+            k: _portable(v) for k, v in vars(args).items()},
+        "history": hist, "splits": splits, "weights": _portable(args.weights),
         "weights_bytes": args.weights.stat().st_size,
     }
     args.report.mkdir(parents=True, exist_ok=True)
@@ -282,6 +282,17 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("done", total_s=report["total_seconds"], weights=str(args.weights),
              heldout_voices_acc=round(splits["heldout_voices"]["frame_accuracy"], 4))
     return report
+
+
+def _portable(v: object) -> str:
+    """Paths inside the repo as repo-relative, so a report names no machine's folders."""
+    repo = Path(__file__).resolve().parents[2]
+    if isinstance(v, Path):
+        try:
+            return str(v.resolve().relative_to(repo))
+        except ValueError:
+            return v.name
+    return str(v)
 
 
 def machine() -> dict:
