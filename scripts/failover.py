@@ -43,9 +43,10 @@ def _avatar_worker(room: rtc.Room, identity: str) -> str | None:
 
 async def kill_and_time_recovery(router: RouterProcess,
                                  workers: dict[str, AvatarWorkerProcess], lesson: str,
-                                 limit_s: float = 30.0) -> dict:
+                                 limit_s: float = 30.0, end_lesson: bool = True) -> dict:
     """Join ``lesson``, wait for its avatar, SIGKILL its worker; seconds until the avatar is
-    back in the room, served by another worker."""
+    back in the room, served by another worker. ``end_lesson``: DELETE it afterwards (frees the
+    seat for the next round)."""
     joined = join(router, lesson)
     room = rtc.Room()
     await room.connect(joined["livekit_url"], joined["token"])
@@ -66,4 +67,5 @@ async def kill_and_time_recovery(router: RouterProcess,
                 "seconds": round(time.monotonic() - t_kill, 2)}
     finally:
         await room.disconnect()
-        await asyncio.to_thread(end, router, lesson)
+        if end_lesson:
+            await asyncio.to_thread(end, router, lesson)
