@@ -245,6 +245,15 @@ class Router:
         log.info("assignment", lesson_id=lesson_id, worker_id=a.worker_id, fence=a.fence,
                  region=pool_region(a.pool), pool=a.pool, result="moved", dead_worker=dead)
         if a.must_dispatch:
+            # The dead worker's avatar may still be listed in the room. livekit-server (1.13.5)
+            # keys agent jobs by participant identity: if the replacement (same identity) joins
+            # first, removing the duplicate terminates the *replacement's* job. So the old
+            # participant goes first, and its job is the one terminated.
+            try:
+                await self.lk.remove_avatar(pool_region(pool), lesson_id)
+            except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("reconcile.remove_old_avatar_failed", lesson_id=lesson_id,
+                            worker_id=dead, error=repr(exc))
             try:
                 await self.dispatch(a, lesson_id, voice)
             except DispatchFailed:
