@@ -56,23 +56,6 @@ def read_audio(path: str | os.PathLike, max_seconds: float = MAX_AUDIO_S) -> tup
     return pcm, int(rate)
 
 
-def first_video_frame(path: str | os.PathLike) -> np.ndarray:
-    """RGB uint8 of the first decodable frame of a video or animated image."""
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise MediaError(f"{path}: has no video stream")
-            for frame in c.decode(video=0):
-                return frame.to_ndarray(format="rgb24")
-    except MediaError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: not a readable video ({exc})") from None
-    raise MediaError(f"{path}: no decodable frame")
-
-
 def write_video(
     path: str | os.PathLike,
     frames: Iterable[np.ndarray],
