@@ -17,7 +17,8 @@ later it came than the fastest packet of its segment would predict
 real time (TTS pushed at 5x) each set a new minimum, so a burst counts as zero jitter; only
 lateness counts. The adaptive target is a high percentile of the recent relative delays plus a
 one-packet margin, clamped to ``[min_ms, max_ms]``; a segment starts playing ``target`` after its
-first packet arrives. The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
+first packet arrives, or as soon as it holds ``target`` of audio in a row (or all of itself, if
+shorter), whichever comes first: a burst already carries the cushion the wait would build. The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
 statistics.
 
 **Catching up.** After a stall the playout runs late. While the delay of the next packet exceeds
@@ -200,7 +201,9 @@ class JitterBuffer:
             if seg is None:
                 return Pulled(Pull.IDLE)
         if now_ms < seg.start_at_ms:
-            return Pulled(Pull.IDLE, seg.sid)
+            if not (self.cfg.adaptive and self._ready(seg)):
+                return Pulled(Pull.IDLE, seg.sid)
+            seg.start_at_ms = now_ms  # a burst already holds the target: start now
         if seg.n_packets is not None and seg.buffered() == 0:
             # Closed, and nothing more will come: the missing tail is lost, not late.
             self.stats.concealed += seg.n_packets - seg.next_seq
@@ -232,6 +235,16 @@ class JitterBuffer:
         seg.slip_ms += self.cfg.packet_ms
         self.stats.underruns += 1
         return Pulled(Pull.UNDERRUN, seg.sid, seq)
+
+    def _ready(self, seg: _Segment) -> bool:
+        """Does the segment already hold ``target`` of audio in a row (or all of itself)?
+        Audio pushed faster than real time (a TTS burst) then starts at once: waiting out the
+        target would only add delay, since the cushion the wait buys is already buffered."""
+        need = max(1, math.ceil(self._target / self.cfg.packet_ms - 1e-9))
+        seq = seg.next_seq
+        while seq in seg.packets and seq - seg.next_seq < need:
+            seq += 1
+        return seq - seg.next_seq >= need or (seg.n_packets is not None and seq >= seg.n_packets)
 
     def _maybe_catch_up(self, seg: _Segment, now_ms: float) -> None:
         every = self.cfg.catchup_every

@@ -45,6 +45,24 @@ def test_tts_bursts_are_not_jitter_and_never_dropped():
     assert np.median(r.delays_ms) < 60
 
 
+def test_a_burst_starts_at_once_and_a_real_time_stream_waits_out_the_target():
+    """The first sentence of a session (no statistics yet): a TTS burst already holds the
+    initial target's cushion, so it plays at the next pull; audio that trickles in at real
+    time still waits the target out."""
+    cfg = JitterConfig()
+    burst = _replay(np.arange(100) * 4.0 + 3.0)  # 2 s of speech pushed in 0.4 s
+    assert burst.delays_ms[0] <= 2 * cfg.packet_ms < cfg.initial_ms
+    assert burst.underruns == 0 and burst.stats.played == 100
+    trickle = _replay(np.arange(100) * 20.0 + 3.0)
+    assert trickle.delays_ms[0] >= cfg.initial_ms - cfg.packet_ms
+    assert trickle.underruns == 0
+    short = JitterBuffer(cfg)  # a whole segment shorter than the target: no reason to wait
+    short.push(0, 0, 0.0, "a")
+    short.push(0, 1, 1.0, "b")
+    short.end_segment(0, 2)
+    assert short.pull(5.0).kind is Pull.PLAY
+
+
 def test_adaptive_target_follows_jitter_and_beats_the_fixed_seed_on_delay():
     rng = np.random.default_rng(3)
     n = 15000  # 5 minutes
