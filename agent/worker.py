@@ -235,7 +235,7 @@ def build_server(settings: Settings, **kwargs) -> AvatarServer:
     from agent.session import run_session  # the session code, kept apart from membership
 
     kwargs.setdefault("job_executor_type", JobExecutorType.THREAD)  # jobs share one batcher
-    kwargs.setdefault("num_idle_processes", 0)
+    kwargs.setdefault("num_idle_processes", 1)  # a warm job runner: the first lesson skips ~0.7 s
     kwargs.setdefault("port", 0)  # the SDK's health endpoint: any free port
     server = AvatarServer(settings, **kwargs)
 

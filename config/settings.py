@@ -68,6 +68,9 @@ class VideoSettings(BaseModel):
     width: int = Field(512, ge=64, le=4096, multiple_of=2)
     height: int = Field(512, ge=64, le=4096, multiple_of=2)
     fps: int = 25
+    # One VP8 encode per session instead of two or three: a lesson has one learner, so there are
+    # no mixed subscribers for layers to serve, and the encoder is what limits a CPU worker.
+    simulcast: bool = False
 
     @field_validator("fps")
     @classmethod

@@ -54,11 +54,13 @@ class Learner:
     audio_t: list[float] = field(default_factory=list)
     audio_rms: list[float] = field(default_factory=list)
     transcripts: list[tuple[str, dict]] = field(default_factory=list)
+    sizes: set[tuple[int, int]] = field(default_factory=set)  # video frame sizes seen
     tracks: dict[str, rtc.Track] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def join(self, lk, lesson: str) -> None:
-        box = AvatarRegistry().default().mouth_box
+        asset = AvatarRegistry().default()
+        box, self._size = asset.mouth_box, (asset.width, asset.height)
         # the middle of the mouth box (the sides reach the hair), with room for the idle sway
         self._crop = (slice(max(0, box.y - 8), box.y + box.height + 8),
                       slice(box.x + box.width // 5, box.x + box.width * 4 // 5))
@@ -82,6 +84,9 @@ class Learner:
     async def _video(self, track):
         async for ev in rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA):
             f = ev.frame
+            self.sizes.add((f.width, f.height))
+            if (f.width, f.height) != self._size:
+                continue  # a scaled-down frame: the mouth box is elsewhere (counted in sizes)
             img = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 4)
             luma = img[self._crop][..., :3].astype(np.float32).mean(-1)
             self.video_t.append(time.monotonic())

@@ -56,6 +56,8 @@ async def test_voice_agent_drives_lip_sync_and_av_stay_in_sync(stack):
         assert finished[0].interrupted is False
         assert abs(finished[0].playback_position - duration) < 0.25
 
+        # full size from the first frame: WebRTC must not scale the face down while it ramps up
+        assert learner.sizes == {(512, 512)}, learner.sizes
         fps = (len(learner.video_t) - 1) / (learner.video_t[-1] - learner.video_t[0])
         assert fps > 18, f"video arrives at {fps:.1f} fps"
         idle_mouth, idle_audio = learner.window(t_speak - 1.2, t_speak)
