@@ -52,6 +52,9 @@ TICK_SECONDS = histogram("avatar_engine_tick_seconds", "Work time of one tick (a
 FRAME_LATENCY = histogram("avatar_frame_latency_seconds",
                           "Speech audio leaving the jitter buffer -> its frame out",
                           buckets=LATENCY_BUCKETS)
+SPEECH_START = histogram("avatar_speech_start_seconds",
+                         "First audio of a speech segment in -> the first frame that shows it out",
+                         buckets=LATENCY_BUCKETS)
 UNDERRUNS = counter("avatar_audio_underruns_total", "Jitter-buffer underruns")
 SESSIONS = gauge("avatar_engine_sessions", "Sessions open on the engine")
 LAST_BATCH = gauge("avatar_engine_batch_sessions", "Sessions composed together in the last tick")
@@ -102,6 +105,7 @@ class OutputFrame:
     weights: np.ndarray  # the viseme weights shown
     segment_end: bool = False  # the last frame of a speech segment
     latency_s: float | None = None  # audio out of the jitter buffer -> this frame
+    speech_start_s: float | None = None  # first frame of a segment: its first audio in -> out
 
 
 @dataclass
@@ -110,6 +114,7 @@ class _Row:
     audio: np.ndarray
     pulled_at: float
     segment_end: bool = False
+    first_in: float | None = None  # first row of a segment: when its first audio came in
 
 
 @dataclass
@@ -130,6 +135,7 @@ class EngineSession:
     _seq: int = 0
     _rows: collections.deque = field(default_factory=collections.deque)  # frames ready to show
     _fifo: collections.deque = field(default_factory=collections.deque)  # audio awaiting rows
+    _first_in: dict = field(default_factory=dict)  # segment -> arrival of its first audio
     _playing_segment: int | None = None
     _frames_out: int = 0
     closed: bool = False
@@ -184,6 +190,7 @@ class EngineSession:
             at_ms = at * 1000.0
             if kind == "audio":
                 self._pending += data
+                self._first_in.setdefault(self._segment, at)
                 while len(self._pending) >= spf_bytes:
                     packet = np.frombuffer(bytes(self._pending[:spf_bytes]), np.int16)
                     del self._pending[:spf_bytes]
@@ -206,6 +213,7 @@ class EngineSession:
                 self.jitter.clear()
                 self._rows.clear()
                 self._fifo.clear()
+                self._first_in.clear()
                 self.visemes.reset()
                 self._playing_segment = None
                 self._segment += 1
@@ -213,14 +221,16 @@ class EngineSession:
             elif kind == "say":
                 audio, weights = data
                 for i in range(len(weights)):
-                    self._rows.append(_Row(weights[i], audio[i], at, i == len(weights) - 1))
+                    self._rows.append(_Row(weights[i], audio[i], at, i == len(weights) - 1,
+                                           first_in=at if i == 0 else None))
 
     def _rows_from_model(self, rows: np.ndarray, end: bool = False) -> None:
         for r in rows:
             if not self._fifo:
                 break
-            audio, pulled_at = self._fifo.popleft()
-            self._rows.append(_Row(np.asarray(r, np.float32), audio, pulled_at))
+            audio, pulled_at, first_in = self._fifo.popleft()
+            self._rows.append(_Row(np.asarray(r, np.float32), audio, pulled_at,
+                                   first_in=first_in))
         if end:
             self._fifo.clear()
             if self._rows:
@@ -322,11 +332,16 @@ class AvatarEngine:
                     p.kind is Pull.UNDERRUN and s._playing_segment is not None):
                 if p.segment != s._playing_segment and s._playing_segment is not None:
                     s._rows_from_model(s.visemes.flush(), end=True)  # previous segment ended
+                first_in = None
+                if p.segment != s._playing_segment:
+                    first_in = s._first_in.pop(p.segment, None)
+                    for old in [k for k in s._first_in if k < p.segment]:
+                        del s._first_in[old]  # segments dropped unplayed
                 s._playing_segment = p.segment
                 audio = p.payload if p.kind is Pull.PLAY else np.zeros(self._spf, np.int16)
                 if p.kind is Pull.UNDERRUN and p.seq is not None:
                     UNDERRUNS.inc()
-                s._fifo.append((audio, now))
+                s._fifo.append((audio, now, first_in))
                 feed.append((s, audio))
             elif s._playing_segment is not None:  # IDLE: the segment is over
                 s._rows_from_model(s.visemes.flush(), end=True)
@@ -356,12 +371,17 @@ class AvatarEngine:
             latency = None if row is None else done - row.pulled_at
             if latency is not None:
                 FRAME_LATENCY.observe(latency)
+            start = None if row is None or row.first_in is None else done - row.first_in
+            if start is not None:
+                SPEECH_START.observe(start)
+                log.info("engine.speech_started", session_id=s.session_id,
+                         start_ms=round(start * 1000, 1))
             frame = OutputFrame(
                 index=s._frames_out, video=bytes(batch.data(i)), width=self.width,
                 height=self.height, fmt=self.config.fmt,
                 audio=None if row is None else row.audio,
                 weights=states[i].weights, segment_end=bool(row and row.segment_end),
-                latency_s=latency)
+                latency_s=latency, speech_start_s=start)
             s._frames_out += 1
             try:
                 s.on_frame(frame)

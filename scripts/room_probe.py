@@ -44,6 +44,78 @@ async def dispatch(lk, redis_url: str, worker: str, lesson: str, fence: int = 1,
             agent_name=agent_name(worker), room=room_name(lesson), metadata=meta.to_json()))
 
 
+def _hold(grid: np.ndarray, t, values) -> np.ndarray:
+    """The value last received at or before each grid time (the first one before it)."""
+    i = np.searchsorted(np.asarray(t), grid, side="right") - 1
+    return np.asarray(values, np.float64)[np.clip(i, 0, len(values) - 1)]
+
+
+def mouth_crop(asset) -> tuple[slice, slice]:
+    """The middle of the mouth box (its sides reach the hair), with room for the idle sway."""
+    box = asset.mouth_box
+    return (slice(max(0, box.y - 8), box.y + box.height + 8),
+            slice(box.x + box.width // 5, box.x + box.width * 4 // 5))
+
+
+def mouth_openness(rgb_crop: np.ndarray) -> float:
+    """Share of teeth (bright) and cavity (dark) pixels, in percent: a closed mouth shows lips
+    and skin only. Robust to the idle sway (a few pixels)."""
+    luma = rgb_crop[..., :3].astype(np.float32).mean(-1)
+    return float(((luma < 90) | (luma > 215)).mean() * 100)
+
+
+def lag_ms(audio_t, audio_rms, video_t, mouth, t0: float, t1: float) -> float:
+    """Lag of mouth activity behind the audio envelope: cross-correlation on a 5 ms grid.
+
+    Both signals as the learner gets them: a frame is on screen from its arrival until the next
+    one, a 10 ms audio frame plays from its arrival for 10 ms (sample and hold). Linear
+    interpolation between arrivals would date each frame by its first instant instead, which
+    reads as video 15 ms early ((40 - 10) / 2)."""
+    grid = np.arange(t0, t1, 0.005)
+    a = _hold(grid, audio_t, audio_rms)
+    a = np.convolve(a, np.ones(8) / 8, mode="same")  # 40 ms envelope, like a video frame
+    v = _hold(grid, video_t, mouth)
+    a, v = (a - a.mean()) / (a.std() + 1e-9), (v - v.mean()) / (v.std() + 1e-9)
+    lags = np.arange(-40, 41)  # +-200 ms
+    xc = [np.dot(a[max(0, -k):len(a) - max(0, k)], v[max(0, k):len(v) - max(0, -k)])
+          for k in lags]
+    return float(lags[int(np.argmax(xc))] * 5.0)
+
+
+def reference_lag_ms(text: str, language: str = "en", fps: int = 25) -> float:
+    """What :func:`lag_ms` reads for ``text`` when mouth and audio are exactly in sync.
+
+    Mouth openness and loudness do not peak together in speech (a mouth opens for a vowel before
+    it is loudest, closes while a consonant still sounds), so the measure has a bias of its own,
+    different for every sentence. Here the engine renders our TTS's audio with its exact viseme
+    track (from the phoneme events, no model) on a simulated clock, and the same measure is
+    taken on that output: an A/V offset is a measured lag minus this one."""
+    from avatar_pipeline.compose import i420_to_rgb
+    from avatar_pipeline.engine import AvatarEngine, EngineConfig
+
+    sp = default_engine().synthesize(text, language)
+    asset = AvatarRegistry().default()
+    crop = mouth_crop(asset)
+    clock = [0.0]
+    engine = AvatarEngine(asset, EngineConfig(fps=fps, sample_rate=sp.sample_rate),
+                          clock=lambda: clock[0])
+    frames = []
+    session = engine.open_session(frames.append)
+    session.say(sp.pcm, sp.viseme_track(fps))
+    for _ in range(len(sp.viseme_track(fps)) + 10):
+        engine.tick()
+        clock[0] += 1 / fps
+    mouth, rms = [], []
+    spf, step = sp.sample_rate // fps, sp.sample_rate // 100
+    for f in frames:
+        img = i420_to_rgb(np.frombuffer(f.video, np.uint8), f.width, f.height)
+        mouth.append(mouth_openness(img[crop]))
+        a = (f.audio if f.audio is not None else np.zeros(spf, np.int16)) / 32768.0
+        rms += [float(np.sqrt(np.mean(c * c))) for c in a[:spf // step * step].reshape(-1, step)]
+    n = len(frames)
+    return lag_ms(np.arange(len(rms)) / 100, rms, np.arange(n) / fps, mouth, 0.0, n / fps)
+
+
 @dataclass
 class Learner:
     """Subscribes to the avatar and records arrival times of video (mouth activity) and audio."""
@@ -60,10 +132,7 @@ class Learner:
 
     async def join(self, lk, lesson: str) -> None:
         asset = AvatarRegistry().default()
-        box, self._size = asset.mouth_box, (asset.width, asset.height)
-        # the middle of the mouth box (the sides reach the hair), with room for the idle sway
-        self._crop = (slice(max(0, box.y - 8), box.y + box.height + 8),
-                      slice(box.x + box.width // 5, box.x + box.width * 4 // 5))
+        self._size, self._crop = (asset.width, asset.height), mouth_crop(asset)
 
         @self.room.on("track_subscribed")
         def _on_track(track, pub, participant):
@@ -88,11 +157,8 @@ class Learner:
             if (f.width, f.height) != self._size:
                 continue  # a scaled-down frame: the mouth box is elsewhere (counted in sizes)
             img = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 4)
-            luma = img[self._crop][..., :3].astype(np.float32).mean(-1)
             self.video_t.append(time.monotonic())
-            # mouth openness: share of teeth (bright) and cavity (dark) pixels, in percent; a
-            # closed mouth shows lips and skin only. Robust to the idle sway (a few pixels).
-            self.mouth.append(float(((luma < 90) | (luma > 215)).mean() * 100))
+            self.mouth.append(mouth_openness(img[self._crop]))
 
     async def _audio(self, track):
         async for ev in rtc.AudioStream(track, sample_rate=48000, num_channels=1):
@@ -126,17 +192,10 @@ class Learner:
         ar = np.array(self.audio_rms)[(at >= t0) & (at < t1)]
         return vm, ar
 
-    def av_offset_ms(self, t0: float, t1: float) -> float:
-        """Lag of mouth activity behind the audio envelope (cross-correlation on a 5 ms grid)."""
-        grid = np.arange(t0, t1, 0.005)
-        a = np.interp(grid, self.audio_t, self.audio_rms)
-        a = np.convolve(a, np.ones(8) / 8, mode="same")  # 40 ms envelope, like a video frame
-        v = np.interp(grid, self.video_t, self.mouth)
-        a, v = (a - a.mean()) / (a.std() + 1e-9), (v - v.mean()) / (v.std() + 1e-9)
-        lags = np.arange(-40, 41)  # +-200 ms
-        xc = [np.dot(a[max(0, -k):len(a) - max(0, k)], v[max(0, k):len(v) - max(0, -k)])
-              for k in lags]
-        return float(lags[int(np.argmax(xc))] * 5.0)
+    def lag_ms(self, t0: float, t1: float) -> float:
+        """The mouth's lag behind the audio envelope between ``t0`` and ``t1``, as received
+        (see :func:`lag_ms`; subtract :func:`reference_lag_ms` for the A/V offset)."""
+        return lag_ms(self.audio_t, self.audio_rms, self.video_t, self.mouth, t0, t1)
 
     async def leave(self, lk=None):
         """Leave; with ``lk``, also end the lesson (delete the room) so the avatar's job ends."""
