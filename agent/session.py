@@ -80,6 +80,11 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
         LearnerCaptions(ctx.room, lesson_id=meta.lesson_id, session_id=ctx.job.id)
 
     async def _on_shutdown(reason: str = "") -> None:
+        try:  # the room ended (everyone left, or deleted): free the lesson's seat
+            if await _room_gone(server.settings, ctx.room.name):
+                await server.release_lesson(meta.lesson_id, meta.fence)
+        except Exception:
+            log.warning("session.release_failed", exc_info=True)
         es.close()
         try:
             await runner.aclose()
@@ -97,3 +102,22 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     @ctx.room.on("disconnected")
     def _gone(*_args) -> None:
         ctx.shutdown("room disconnected")
+
+
+async def _room_gone(settings, room: str, wait_s: float = 3.0) -> bool:
+    """Has LiveKit closed the lesson's room? A job ends the same way ("parent process
+    shutdown") when LiveKit closes the room and when this worker stops; only the first frees
+    the lesson's seat, the second leaves the lesson for the router to move. LiveKit ends the
+    job while it closes the room, so the room may take a moment to disappear."""
+    from livekit import api
+
+    lk = settings.livekit
+    async with api.LiveKitAPI(lk.url, lk.api_key, lk.api_secret.get_secret_value()) as lkapi:
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            rooms = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            if not rooms.rooms:
+                return True
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.25)

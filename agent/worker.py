@@ -92,6 +92,7 @@ class AvatarServer(AgentServer):
         # The livekit-agents CLI adds its own root handler before calling run(): put ours back
         # so that every line (ours and the SDK's) is written once, as structlog JSON.
         setup_logging(self.settings.log_level, self.settings.log_format)
+        self._loop = asyncio.get_running_loop()
         if self.settings.metrics_port:
             start_metrics_server(self.settings.metrics_port)
             self.log.info("metrics.serving", port=self.settings.metrics_port)
@@ -208,6 +209,15 @@ class AvatarServer(AgentServer):
     def session_ended(self, lesson_id: str, fence: int) -> None:
         if self._lessons.get(lesson_id) == fence:
             del self._lessons[lesson_id]
+
+    async def release_lesson(self, lesson_id: str, fence: int) -> str:
+        """Free the seat of a lesson whose room ended (see ``FleetMember.release_lesson``).
+        Callable from a job's own event loop: the Redis client lives on the worker's."""
+        fut = asyncio.run_coroutine_threadsafe(self.fleet.release_lesson(lesson_id, fence),
+                                               self._loop)
+        status = await asyncio.wrap_future(fut)
+        self.log.info("lesson.released", lesson_id=lesson_id, fence=fence, status=status)
+        return status
 
 
 def make_engine(settings: Settings) -> AvatarEngine:

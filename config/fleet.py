@@ -215,6 +215,7 @@ class FleetMember:
         self.epoch = 0
         self.state = WorkerState.STARTING
         self._script = redis.register_script(lua_source("heartbeat"))
+        self._release = redis.register_script(lua_source("release"))
 
     async def register(self) -> int:
         """Start a new epoch for this worker id (a restart is a new epoch) and heartbeat."""
@@ -242,6 +243,21 @@ class FleetMember:
         self.state = WorkerState.STOPPED
         await self.heartbeat(0)
         await self.redis.zrem(self.keys.workers_seen, self.worker_id)
+
+    async def release_lesson(self, lesson_id: str, fence: int) -> str:
+        """The lesson's room ended on its own (everyone left, or it was closed): free its seat,
+        as the router's release does, only while ``fence`` is still current (a lesson that
+        moved elsewhere is not touched). Returns ``ok``, ``stale`` or ``missing``."""
+        k = self.keys
+        status, _cur = await self._release(
+            keys=[k.lesson(lesson_id), k.workers_load, k.dispatch_pending],
+            args=[lesson_id, fence, k.prefix])
+        status = status.decode() if isinstance(status, bytes) else status
+        if status == "ok":  # and its home pointer, if it still names this pool
+            await self.redis.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1])"
+                " end return 0", 1, lesson_home_key(lesson_id), self.keys.region)
+        return status
 
     async def fence_is_current(self, meta: DispatchMetadata) -> bool:
         """True when the dispatch's fence is still the lesson's current one and names us."""

@@ -11,10 +11,11 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from config.fleet import CANARY_KEY, PoolKeys, lesson_home_key
+from config.fleet import CANARY_KEY, PoolKeys, lesson_home_key, lua_source
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("assign", "release", "confirm", "sweep", "move_home")
+SHARED = ("release",)  # in config/lua: workers release the lessons whose rooms ended, too
 
 
 def _s(v: bytes | str | None) -> str | None:
@@ -22,12 +23,14 @@ def _s(v: bytes | str | None) -> str | None:
 
 
 class Scripts:
-    """The router's Lua scripts: read from ``router/lua`` once, loaded into Redis once and called
+    """The router's Lua scripts: read from ``router/lua`` (and the ones workers share, from
+    ``config/lua``) once, loaded into Redis once and called
     with ``EVALSHA``; a Redis that lost them (restart, ``SCRIPT FLUSH``) gets them again."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.source = {n: (LUA_DIR / f"{n}.lua").read_text(encoding="utf-8") for n in SCRIPTS}
+        self.source = {n: lua_source(n) if n in SHARED else
+                       (LUA_DIR / f"{n}.lua").read_text(encoding="utf-8") for n in SCRIPTS}
         self.sha = {n: hashlib.sha1(s.encode()).hexdigest() for n, s in self.source.items()}
 
     async def load(self) -> None:

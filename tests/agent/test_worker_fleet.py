@@ -156,3 +156,60 @@ async def test_ops_drain_flag_from_the_router_makes_the_worker_drain(worker, liv
         await asyncio.sleep(2.0)
         assert avatar_identity("L-after") not in await _participants(lk, room_name("L-after"))
     assert proc.poll() is None, "draining, not gone: ops drain does not kill running lessons"
+
+
+async def test_a_lesson_whose_room_ends_frees_its_seat_unless_it_moved(worker, livekit_server,
+                                                                       redis_url):
+    """The learner leaves and LiveKit closes the room: the worker releases the lesson (its seat
+    counts no more) with its fence. A lesson that moved on (newer fence) is left alone."""
+    import redis.asyncio as aioredis
+    from livekit import rtc
+
+    from config.fleet import lesson_home_key
+    from router.store import FleetStore
+    from scripts.room_probe import token
+
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    client = aioredis.Redis.from_url(redis_url)
+    store = FleetStore(client, heartbeat_ttl_s=3, dispatch_lease_s=5)
+    learners = []
+    try:
+        async with api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key,
+                                  livekit_server.api_secret) as lk:
+            for lesson in ("L-end", "L-moved"):
+                placed = await store.place(lesson, [REGION])
+                assert placed.assignment and placed.assignment.worker_id == "w-test"
+                room = rtc.Room()
+                await room.connect(livekit_server.url, token(livekit_server, "learner",
+                                                             room_name(lesson)))
+                learners.append(room)
+                await _dispatch(lk, lesson, fence=placed.assignment.fence)
+
+                async def joined(lesson=lesson):
+                    return avatar_identity(lesson) in await _participants(lk, room_name(lesson))
+
+                assert await _wait_for(joined), lesson
+            assert r.zscore(keys.workers_load, "w-test") == 2
+            # the router moved L-moved elsewhere meanwhile: its fence is no longer ours
+            r.hset(keys.lesson("L-moved"), "fence", 99)
+
+            for room in learners:
+                await room.disconnect()  # LiveKit closes each room after its departure timeout
+
+            async def released():
+                return not r.exists(keys.lesson("L-end"))
+
+            assert await _wait_for(released, 30), "the ended lesson is released"
+            assert r.zscore(keys.workers_load, "w-test") == 1, "its seat is free"
+            assert r.smembers(keys.worker_lessons("w-test")) == {b"L-moved"}
+            assert not r.exists(lesson_home_key("L-end"))
+
+            async def both_gone():
+                return not (await _participants(lk, room_name("L-moved")))
+
+            assert await _wait_for(both_gone, 30)
+            await asyncio.sleep(1.0)
+            assert r.hget(keys.lesson("L-moved"), "fence") == b"99", "a moved lesson is untouched"
+    finally:
+        await client.aclose()
