@@ -2,7 +2,9 @@
 
 Every convolution is causal; the model sees no future frame. Lookahead comes from the training
 target instead: the output at step ``t`` is trained to give the viseme of frame ``t - LOOKAHEAD``,
-so a viseme is decided once 50 ms (``LOOKAHEAD`` hops) after its 10 ms frame have been heard.
+so a viseme is decided once 30 ms (``LOOKAHEAD`` hops) after its 10 ms frame have been heard.
+30 ms, not more: a 40 ms video frame then needs audio up to 30 ms (+ 1 ms of resampler) past its
+end, so the engine ships it one tick after its audio leaves the jitter buffer (50 ms took two).
 
 The same forward serves training (whole sequences, zero initial state) and streaming (chunks of
 any length with the carried state): each block's left context is an explicit state tensor, so
@@ -18,7 +20,7 @@ from torch import nn
 from avatar_pipeline.features import N_MELS
 from avatar_pipeline.viseme_set import NUM_VISEMES
 
-LOOKAHEAD = 5  # frames of 10 ms
+LOOKAHEAD = 3  # frames of 10 ms
 KERNEL = 3
 DILATIONS = (1, 2, 4, 8, 1, 2, 4, 8)
 CHANNELS = 128

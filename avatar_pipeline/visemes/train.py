@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--crop", type=int, default=400, help="frames (10 ms) per training crop")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--max-minutes", type=float, default=20.0,
+    ap.add_argument("--max-minutes", type=float, default=30.0,
                     help="wall-clock cap for the training loop (synthesis not included)")
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--report", type=Path, default=REPO / "benchmarks" / "results" /
