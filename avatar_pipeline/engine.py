@@ -106,6 +106,7 @@ class OutputFrame:
     segment_end: bool = False  # the last frame of a speech segment
     latency_s: float | None = None  # audio out of the jitter buffer -> this frame
     speech_start_s: float | None = None  # first frame of a segment: its first audio in -> out
+    tick_at: float = 0.0  # engine clock (s) of the tick that made this frame
 
 
 @dataclass
@@ -381,7 +382,7 @@ class AvatarEngine:
                 height=self.height, fmt=self.config.fmt,
                 audio=None if row is None else row.audio,
                 weights=states[i].weights, segment_end=bool(row and row.segment_end),
-                latency_s=latency, speech_start_s=start)
+                latency_s=latency, speech_start_s=start, tick_at=now)
             s._frames_out += 1
             try:
                 s.on_frame(frame)

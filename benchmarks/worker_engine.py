@@ -5,8 +5,10 @@
    session-frame, and the sessions per core at 25 fps that implies.
 2. **Real time, encode included**: the engine's own thread at 25 fps with N sessions speaking
    without pause, every frame encoded to VP8 (libvpx realtime, as WebRTC does: one encoder
-   thread per track; one layer, where WebRTC may add simulcast layers) on this box. A frame is late when its encode ends
-   more than one frame period after its tick was due. Reports late frames, and audio-out-of-the-
+   thread per track; one layer, as the worker publishes) on this box. A frame is late when its
+   encode ends more than one frame period after it was due (its tick's start, or one period
+   after the previous tick if its own started late); each session's first second is warm-up
+   (creating its encoder) and not counted. Reports late frames, and audio-out-of-the-
    jitter-buffer -> frame-out latency p50/p95, per N; the capacity is the largest N with <= 1 %
    late frames.
 
@@ -141,7 +143,7 @@ def realtime(asset, pcm: np.ndarray, n: int, seconds: float) -> dict:
                 encoders[sid] = c
             return encoders[sid]
 
-    def encode(sid: str, data: bytes, due: float) -> None:
+    def encode(sid: str, data: bytes, due: float | None) -> None:
         c = encoder(sid)
         frame = av.VideoFrame(asset.width, asset.height, "yuv420p")
         y = asset.width * asset.height
@@ -150,17 +152,25 @@ def realtime(asset, pcm: np.ndarray, n: int, seconds: float) -> dict:
         frame.planes[1].update(buf[y:y + y // 4])
         frame.planes[2].update(buf[y + y // 4:])
         c.encode(frame)
-        records.append((due, time.monotonic()))
+        if due is not None:
+            records.append((due, time.monotonic()))
 
-    first_tick: list[float] = []  # when the first frame was made: frame i is due i periods on
+    last_tick: dict[str, float] = {}
 
     def on_frame_for(sid: str):
         def on_frame(f):
-            if not first_tick:
-                first_tick.append(time.monotonic())
             if f.latency_s is not None:
                 latencies.append(f.latency_s)
-            pools[sid].submit(encode, sid, f.video, first_tick[0] + f.index * period)
+            # Due one period after the previous frame (or its own tick, if that came on time):
+            # a tick that starts late makes its frames late; the engine then restarts its
+            # schedule from now, so one hiccup does not make every later frame late too.
+            prev = last_tick.get(sid)
+            due = f.tick_at if prev is None else min(f.tick_at, prev + period)
+            last_tick[sid] = f.tick_at
+            if f.index >= FPS:  # the first second warms up (the encoder is created, etc.)
+                pools[sid].submit(encode, sid, f.video, due)
+            else:
+                pools[sid].submit(encode, sid, f.video, None)
         return on_frame
 
     for i in range(n):
