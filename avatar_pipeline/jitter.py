@@ -18,7 +18,8 @@ real time (TTS pushed at 5x) each set a new minimum, so a burst counts as zero j
 lateness counts. The adaptive target is a high percentile of the recent relative delays plus a
 one-packet margin, clamped to ``[min_ms, max_ms]``; a segment starts playing ``target`` after its
 first packet arrives, or as soon as it holds ``target`` of audio in a row (or all of itself, if
-shorter), whichever comes first: a burst already carries the cushion the wait would build. The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
+shorter), or ``min_ms`` of audio that came at least three times as fast as real time, whichever comes
+first: a burst carries the cushion the wait would build. The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
 statistics.
 
 **Catching up.** After a stall the playout runs late. While the delay of the next packet exceeds
@@ -63,6 +64,7 @@ class JitterConfig:
     catchup_hysteresis_ms: float = 20.0
     catchup_every: int = 4  # drop one packet in four while catching up (0 = never)
     catchup_after_ms: float = 10_000.0  # a stream this long may also follow a lower target
+    burst_ratio: float = 3.0  # a segment arriving this much faster than real time starts early
 
     def __post_init__(self) -> None:
         if not (0 < self.packet_ms and 0 <= self.min_ms <= self.max_ms):
@@ -201,7 +203,7 @@ class JitterBuffer:
             if seg is None:
                 return Pulled(Pull.IDLE)
         if now_ms < seg.start_at_ms:
-            if not (self.cfg.adaptive and self._ready(seg)):
+            if not (self.cfg.adaptive and self._ready(seg, now_ms)):
                 return Pulled(Pull.IDLE, seg.sid)
             seg.start_at_ms = now_ms  # a burst already holds the target: start now
         if seg.n_packets is not None and seg.buffered() == 0:
@@ -236,15 +238,21 @@ class JitterBuffer:
         self.stats.underruns += 1
         return Pulled(Pull.UNDERRUN, seg.sid, seq)
 
-    def _ready(self, seg: _Segment) -> bool:
-        """Does the segment already hold ``target`` of audio in a row (or all of itself)?
-        Audio pushed faster than real time (a TTS burst) then starts at once: waiting out the
-        target would only add delay, since the cushion the wait buys is already buffered."""
+    def _ready(self, seg: _Segment, now_ms: float) -> bool:
+        """May the segment start before its target delay is out? Yes when it already holds
+        ``target`` of audio in a row (or all of itself), or when it is arriving at least
+        ``burst_ratio`` times faster than real time and holds ``min_ms``: audio pushed faster
+        than real time (a TTS burst) builds the cushion the wait would buy, and faster."""
         need = max(1, math.ceil(self._target / self.cfg.packet_ms - 1e-9))
         seq = seg.next_seq
         while seq in seg.packets and seq - seg.next_seq < need:
             seq += 1
-        return seq - seg.next_seq >= need or (seg.n_packets is not None and seq >= seg.n_packets)
+        have = seq - seg.next_seq
+        if have >= need or (seg.n_packets is not None and seq >= seg.n_packets):
+            return True
+        have_ms = have * self.cfg.packet_ms
+        return (self.cfg.burst_ratio > 0 and have_ms >= max(self.cfg.min_ms, self.cfg.packet_ms)
+                and have_ms >= self.cfg.burst_ratio * (now_ms - seg.first_arrival_ms))
 
     def _maybe_catch_up(self, seg: _Segment, now_ms: float) -> None:
         every = self.cfg.catchup_every

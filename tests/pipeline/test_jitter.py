@@ -56,6 +56,14 @@ def test_a_burst_starts_at_once_and_a_real_time_stream_waits_out_the_target():
     trickle = _replay(np.arange(100) * 20.0 + 3.0)
     assert trickle.delays_ms[0] >= cfg.initial_ms - cfg.packet_ms
     assert trickle.underruns == 0
+    fast = JitterBuffer(cfg)  # 40 ms that came in 4 ms: a burst, it plays at once
+    fast.push(0, 0, 0.0, "a")
+    fast.push(0, 1, 4.0, "b")
+    assert fast.pull(10.0).kind is Pull.PLAY
+    slow = JitterBuffer(cfg)  # the same 40 ms at real time: wait for the target
+    slow.push(0, 0, 0.0, "a")
+    slow.push(0, 1, 20.0, "b")
+    assert slow.pull(25.0).kind is Pull.IDLE
     short = JitterBuffer(cfg)  # a whole segment shorter than the target: no reason to wait
     short.push(0, 0, 0.0, "a")
     short.push(0, 1, 1.0, "b")
