@@ -137,6 +137,7 @@ class EngineSession:
     _rows: collections.deque = field(default_factory=collections.deque)  # frames ready to show
     _fifo: collections.deque = field(default_factory=collections.deque)  # audio awaiting rows
     _first_in: dict = field(default_factory=dict)  # segment -> arrival of its first audio
+    _received: int = 0  # samples of the current segment received so far
     _playing_segment: int | None = None
     _frames_out: int = 0
     closed: bool = False
@@ -197,6 +198,9 @@ class EngineSession:
                     del self._pending[:spf_bytes]
                     self.jitter.push(self._segment, self._seq, at_ms, packet)
                     self._seq += 1
+                self._received += len(data) // 2
+                self.jitter.received(self._segment,
+                                     self._received * 1000.0 / self.engine.config.sample_rate)
             elif kind == "end":
                 if self._pending:  # the last partial packet, padded with silence
                     packet = np.zeros(spf_bytes // 2, np.int16)
@@ -209,6 +213,7 @@ class EngineSession:
                     self.jitter.end_segment(self._segment, self._seq)
                 self._segment += 1
                 self._seq = 0
+                self._received = 0
             elif kind == "clear":
                 self._pending.clear()
                 self.jitter.clear()
@@ -219,6 +224,7 @@ class EngineSession:
                 self._playing_segment = None
                 self._segment += 1
                 self._seq = 0
+                self._received = 0
             elif kind == "say":
                 audio, weights = data
                 for i in range(len(weights)):

@@ -18,7 +18,7 @@ real time (TTS pushed at 5x) each set a new minimum, so a burst counts as zero j
 lateness counts. The adaptive target is a high percentile of the recent relative delays plus a
 one-packet margin, clamped to ``[min_ms, max_ms]``; a segment starts playing ``target`` after its
 first packet arrives, or as soon as it holds ``target`` of audio in a row (or all of itself, if
-shorter), or ``min_ms`` of audio that came at least three times as fast as real time, whichever comes
+shorter), or ``min_ms`` of audio that is coming at least 2.5 times as fast as real time, whichever comes
 first: a burst carries the cushion the wait would build. The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
 statistics.
 
@@ -64,7 +64,7 @@ class JitterConfig:
     catchup_hysteresis_ms: float = 20.0
     catchup_every: int = 4  # drop one packet in four while catching up (0 = never)
     catchup_after_ms: float = 10_000.0  # a stream this long may also follow a lower target
-    burst_ratio: float = 3.0  # a segment arriving this much faster than real time starts early
+    burst_ratio: float = 2.5  # a segment arriving this much faster than real time starts early
 
     def __post_init__(self) -> None:
         if not (0 < self.packet_ms and 0 <= self.min_ms <= self.max_ms):
@@ -101,6 +101,7 @@ class _Segment:
     next_seq: int = 0
     since_drop: int = 0
     slip_ms: float = 0.0  # playout time lost to stalls, not yet recovered
+    received_ms: float = 0.0  # audio received so far, whole packets or not (see received())
 
     @property
     def t0(self) -> float:
@@ -171,6 +172,15 @@ class JitterBuffer:
         self._since_target += 1
         if self.cfg.adaptive and (self._since_target >= 10 or len(self._rel) < 50):
             self._update_target()
+
+    def received(self, segment: int, total_ms: float) -> None:
+        """How much audio of the segment has come in so far, including a packet still being
+        filled (a caller that cuts a stream into packets knows); it tells a burst sooner."""
+        seg = self._segments.get(segment)
+        if seg is None and self._current is not None and self._current.sid == segment:
+            seg = self._current
+        if seg is not None:
+            seg.received_ms = max(seg.received_ms, total_ms)
 
     def end_segment(self, segment: int, n_packets: int) -> None:
         """The segment's stream closed after ``n_packets`` packets (stall or trailer loss: the
@@ -251,8 +261,9 @@ class JitterBuffer:
         if have >= need or (seg.n_packets is not None and seq >= seg.n_packets):
             return True
         have_ms = have * self.cfg.packet_ms
+        came_ms = max(seg.received_ms, (seg.next_seq + have) * self.cfg.packet_ms)
         return (self.cfg.burst_ratio > 0 and have_ms >= max(self.cfg.min_ms, self.cfg.packet_ms)
-                and have_ms >= self.cfg.burst_ratio * (now_ms - seg.first_arrival_ms))
+                and came_ms >= self.cfg.burst_ratio * (now_ms - seg.first_arrival_ms))
 
     def _maybe_catch_up(self, seg: _Segment, now_ms: float) -> None:
         every = self.cfg.catchup_every

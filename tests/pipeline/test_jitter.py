@@ -64,6 +64,12 @@ def test_a_burst_starts_at_once_and_a_real_time_stream_waits_out_the_target():
     slow.push(0, 0, 0.0, "a")
     slow.push(0, 1, 20.0, "b")
     assert slow.pull(25.0).kind is Pull.IDLE
+    chunky = JitterBuffer(cfg)  # 70 ms in one chunk, so far 2 whole packets: a burst
+    chunky.push(0, 0, 0.0, "a")
+    chunky.push(0, 1, 0.0, "b")
+    assert chunky.pull(25.0).kind is Pull.IDLE  # 40 ms in 25 ms: not fast enough to tell
+    chunky.received(0, 70.0)
+    assert chunky.pull(25.0).kind is Pull.PLAY
     short = JitterBuffer(cfg)  # a whole segment shorter than the target: no reason to wait
     short.push(0, 0, 0.0, "a")
     short.push(0, 1, 1.0, "b")
