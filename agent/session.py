@@ -18,12 +18,16 @@ from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 
 from agent.audio_in import LateJoinAudioReceiver
 from agent.lesson import LessonSpeaker
+from agent.sync import EngineSynchronizer
 from agent.video_gen import EngineVideoGenerator
 from config.fleet import AVATAR_AUDIO_TRACK, AVATAR_VIDEO_TRACK, DispatchMetadata
 from config.logs import get_logger
 
 if TYPE_CHECKING:
     from agent.worker import AvatarServer
+
+
+AV_STREAM = "avatar"
 
 
 class _AvatarRunner(AvatarRunner):
@@ -35,6 +39,15 @@ class _AvatarRunner(AvatarRunner):
     learner waits for: speech only starts once the avatar is there."""
 
     simulcast: bool = False
+    fps: int = 25
+    max_bitrate: int = 1_200_000
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # our engine is the clock: frames go out when their audio plays (see agent/sync.py)
+        stock = self._av_sync
+        self._av_sync = EngineSynchronizer(self._audio_source, self._video_source)
+        self._stock_closed = asyncio.get_running_loop().create_task(stock.aclose())
 
     async def _publish_track(self) -> None:
         async with self._lock:
@@ -48,10 +61,12 @@ class _AvatarRunner(AvatarRunner):
             # default ("balanced") halves the resolution while its bandwidth estimate ramps up,
             # and dropping frames would break the lip sync.
             self._video_publication = await lp.publish_track(video, rtc.TrackPublishOptions(
-                source=rtc.TrackSource.SOURCE_CAMERA, simulcast=self.simulcast,
+                source=rtc.TrackSource.SOURCE_CAMERA, simulcast=self.simulcast, stream=AV_STREAM,
+                video_encoding=rtc.VideoEncoding(max_framerate=self.fps,
+                                                 max_bitrate=self.max_bitrate),
                 degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE_AND_RESOLUTION))
             self._audio_publication = await lp.publish_track(audio, rtc.TrackPublishOptions(
-                source=rtc.TrackSource.SOURCE_MICROPHONE))
+                source=rtc.TrackSource.SOURCE_MICROPHONE, stream=AV_STREAM))
 
 
 async def run_session(server: AvatarServer, ctx: JobContext) -> None:
@@ -72,6 +87,7 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                                video_fps=cfg.fps, audio_sample_rate=cfg.sample_rate,
                                audio_channels=1))
     runner.simulcast = server.settings.video.simulcast
+    runner.fps, runner.max_bitrate = cfg.fps, server.settings.video.max_bitrate
     gen.av_sync = runner.av_sync
     LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
     if server.settings.worker.captions:

@@ -71,6 +71,7 @@ class VideoSettings(BaseModel):
     # One VP8 encode per session instead of two or three: a lesson has one learner, so there are
     # no mixed subscribers for layers to serve, and the encoder is what limits a CPU worker.
     simulcast: bool = False
+    max_bitrate: int = Field(1_200_000, ge=100_000, le=20_000_000)  # bits/s of the VP8 track
 
     @field_validator("fps")
     @classmethod

@@ -273,6 +273,7 @@ class LiveKitServer(_Process):
             "  level: info",
             "  json: true",
             "room:",
+            "  sync_streams: true",
             "  empty_timeout: 30",
             "  departure_timeout: 5",
             "prometheus:",
