@@ -3,8 +3,9 @@
 Joins as the avatar participant (identity, name and attributes were set when the worker accepted
 the dispatch), opens a session on the worker's shared engine, and runs the stock livekit-agents
 ``AvatarRunner``: voice-agent audio in through the avatar protocol, ``avatar_audio`` and
-``avatar_video`` out through ``AVSynchronizer``. Lesson text is spoken by :mod:`agent.lesson`.
-Stays until the lesson ends (room closed, or the avatar removed).
+``avatar_video`` out through :class:`agent.sync.EngineSynchronizer`. Lesson text is spoken by
+:mod:`agent.lesson`. Stays until the lesson ends (room closed, or the avatar removed); a lesson
+whose room LiveKit closed frees its seat in the fleet.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The engine session as a livekit-agents ``VideoGenerator``, so the stock ``AvatarRunner``
-(``DataStreamAudioReceiver`` -> generator -> ``AVSynchronizer``) drives it.
+(``DataStreamAudioReceiver`` -> generator -> synchroniser) drives it.
 
 Audio from the voice agent arrives at any rate and channel count; it is resampled to the
 engine's rate (mono) and pushed into the session. The engine's thread hands back one
@@ -38,7 +38,7 @@ class EngineVideoGenerator(VideoGenerator):
         self._max_queued = max_queued_frames
         self._resampler: rtc.AudioResampler | None = None
         self._in_rate: int | None = None
-        self.av_sync: rtc.AVSynchronizer | None = None  # set by the session, cleared on clear
+        self.av_sync = None  # the runner's synchroniser, set by the session; cleared on clear
         self.segments_played = 0
         session.on_frame = self._on_frame
 
