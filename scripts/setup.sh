@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian machine, idempotently:
-#   1. Debian packages: redis-server, nginx (apt-get update first).
+#   1. Debian packages: redis-server, nginx, chromium (apt-get update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
 #   3. livekit-server v1.13.5, built with `go install` into .cache/bin (skipped when present).
 # AVATAR_ACCEL=cpu|gpu|auto (default auto: gpu when nvidia-smi sees a GPU) picks onnxruntime or
@@ -15,6 +15,8 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 missing=()
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+# the learner page's test drives Debian's Chromium (Playwright downloads no browser here)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
