@@ -3,17 +3,24 @@
 Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
 LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise; one avatar worker
 (``python -m agent start``, worker id ``local-1``); two router replicas (``python -m router``)
-behind NGINX on 8080 (when free). Prints how to connect and writes the same as environment
-variables to ``.cache/stack.env``; stops everything on Ctrl-C or SIGTERM.
+behind NGINX on 8080 (when free); the learner page (``web/``) on 8000 (when free). Joins a demo
+lesson through the router and prints the page's address for it, so a browser shows the tutor at
+once. Prints how to connect and writes the same as environment variables to
+``.cache/stack.env``; stops everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import http.server
+import json
 import signal
 import sys
 import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from config.logs import get_logger, setup_logging
@@ -51,6 +58,36 @@ def connection_env(redis: RedisServer, livekit: LiveKitServer) -> dict[str, str]
     }
 
 
+WEB = Path(__file__).resolve().parents[1] / "web"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_web(port: int) -> http.server.ThreadingHTTPServer:
+    """The learner page and its assets, on a thread."""
+    handler = functools.partial(_Quiet, directory=str(WEB))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+    return server
+
+
+def demo_join(router_url: str, lesson: str = "demo") -> dict | None:
+    """Join ``lesson`` through the router as a demo learner (the lesson backend's call)."""
+    req = urllib.request.Request(
+        f"{router_url}/v1/lessons/{lesson}/join", method="POST",
+        data=json.dumps({"user_id": "learner-1", "display_name": "Ada"}).encode(),
+        headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except OSError as exc:
+        log.warning("stack.demo_join_failed", error=str(exc))
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, default=CACHE / "stack.env",
@@ -74,8 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         nginx = stack.enter_context(NginxServer(render_config(
             [r.address for r in routers], port=api_port, worker_processes=1,
             livekit=livekit.url.removeprefix("ws://")), port=api_port))
+        web = serve_web(_port(8000) or free_port())
+        stack.callback(web.shutdown)
+        web_url = f"http://127.0.0.1:{web.server_address[1]}"
         env = connection_env(redis, livekit)
         env["AVATAR_ROUTER_URL"] = nginx.url
+        joined = demo_join(nginx.url)
+        page = (f"{web_url}/learner.html?" + urllib.parse.urlencode(
+            {"url": joined["livekit_url"], "token": joined["token"]})) if joined else None
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
         args.env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         print(
@@ -90,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n"
             f"Try:  curl -s -X POST {nginx.url}/v1/lessons/demo/join -H 'X-API-Key: {DEV_API_KEY}'"
             f" -H 'content-type: application/json' -d '{{\"user_id\": \"u1\", "
-            f"\"display_name\": \"Ada\"}}'\n",
+            f"\"display_name\": \"Ada\"}}'\n"
+            + (f"\nOpen the demo lesson in a browser (the tutor is in it):\n  {page}\n"
+               f"Make the tutor speak:  curl -s -X POST {nginx.url}/v1/lessons/demo/say"
+               f" -H 'X-API-Key: {DEV_API_KEY}' -H 'content-type: application/json'"
+               f" -d '{{\"text\": \"Hello! Shall we start?\", \"language\": \"en\"}}'\n"
+               if page else ""),
             flush=True,
         )
         log.info("stack.ready", livekit=livekit.url, redis=redis.url)
