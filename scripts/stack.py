@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         web_url = f"http://127.0.0.1:{web.server_address[1]}"
         env = connection_env(redis, livekit)
         env["AVATAR_ROUTER_URL"] = nginx.url
+        env["AVATAR_WEB_URL"] = web_url
         joined = demo_join(nginx.url)
         page = (f"{web_url}/learner.html?" + urllib.parse.urlencode(
             {"url": joined["livekit_url"], "token": joined["token"]})) if joined else None

@@ -119,11 +119,14 @@ def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
         assert client.hget(PoolKeys("local").worker("local-1"), "state") == b"serving"
 
         asyncio.run(_lesson_through_the_api(env))
+        for asset in ("learner.html", "vendor/livekit-client.umd.js"):  # the learner page
+            assert urllib.request.urlopen(f"{env['AVATAR_WEB_URL']}/{asset}", timeout=5).status == 200
 
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out[-3000:]
         assert "Local stack is up" in out and "avatar-local-1" in out
+        assert "/learner.html?url=" in out and "&token=" in out, "the demo lesson's page"
         for url in (lk_http, env["AVATAR_ROUTER_URL"] + "/healthz"):
             with pytest.raises(OSError):
                 urllib.request.urlopen(url, timeout=2)
