@@ -77,6 +77,28 @@ class BrowserLearner:
         self.record = await self.page.evaluate("({video: avRecord.video, audio: avRecord.audio})")
         return self.record
 
+    async def receive_stats(self) -> dict:
+        """Per kind of the tutor's tracks: the browser's MediaStream id, and its average
+        jitter-buffer and processing delays in ms (WebRTC ``getStats()``, inbound-rtp)."""
+        return await self.page.evaluate("""async () => {
+          const out = {};
+          for (const p of window.lkRoom.remoteParticipants.values()) {
+            if (!p.identity.startsWith("avatar-")) continue;
+            for (const pub of p.trackPublications.values()) {
+              const t = pub.track;
+              if (!t || !t.receiver) continue;
+              const row = { stream: t.mediaStream ? t.mediaStream.id : null };
+              (await t.receiver.getStats()).forEach((s) => {
+                if (s.type !== "inbound-rtp" || !s.jitterBufferEmittedCount) return;
+                row.jitter_buffer_ms = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
+                row.processing_ms = 1000 * s.totalProcessingDelay / s.jitterBufferEmittedCount;
+              });
+              out[pub.kind] = row;
+            }
+          }
+          return out;
+        }""")
+
     def lag_ms(self, t0_ms: float, t1_ms: float) -> float:
         """Mouth vs audio lag as shown and played in the page, between page times (ms)."""
         v = self.record["video"]

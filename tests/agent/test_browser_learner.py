@@ -40,6 +40,7 @@ async def test_learner_page_shows_and_plays_the_tutor(livekit_server, redis_serv
                 t_done = await page.now_ms()
                 await asyncio.sleep(1.0)
                 rec = await page.collect()
+                stats = await page.receive_stats()
             finally:
                 await vroom.disconnect()
 
@@ -58,7 +59,11 @@ async def test_learner_page_shows_and_plays_the_tutor(livekit_server, redis_serv
     idle_mouth, speech_mouth = window(v, t_idle, t_speak), window(v, speech_t0, speech_t1)
     assert np.percentile(speech_mouth, 90) > np.median(idle_mouth) + 3, "the mouth opens"
     assert speech_mouth.std() > 4 * max(idle_mouth.std(), 0.2), "and keeps moving"
-    # What the page measures, for the record: see the README (the audio is timed where it
-    # reaches WebAudio, which buffers on its own, so this is not asserted to +-40 ms yet).
+    # One MediaStream for both tracks (LiveKit sync_streams + the worker's stream name): the
+    # browser can line the tutor's audio and video up by their capture times.
+    assert stats["audio"]["stream"] == stats["video"]["stream"], stats
+    assert stats["video"]["stream"].endswith("|avatar"), stats
+    # For the record (README): the page's own timing of audio where it reaches WebAudio, which
+    # buffers on its own, and the browser's receive delays. Not asserted to +-40 ms yet.
     offset = page.lag_ms(t_speak, t_done) - reference_lag_ms(SENTENCE)
-    print(f"A/V offset in the page: {offset:+.0f} ms")
+    print(f"A/V offset in the page: {offset:+.0f} ms; receive delays: {stats}")
