@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import http.server
 import shutil
-import threading
-from pathlib import Path
 
 from avatar_pipeline.avatar import AvatarRegistry
 from config.fleet import room_name
 from scripts.room_probe import lag_ms, mouth_crop, token
+from scripts.servers import WEB, serve_web
 
-WEB = Path(__file__).resolve().parents[1] / "web"
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -30,11 +26,6 @@ def chromium_path() -> str:
         if found:
             return found
     raise RuntimeError("no Chromium found: scripts/setup.sh installs Debian's `chromium`")
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
 
 
 class BrowserLearner:
@@ -47,9 +38,7 @@ class BrowserLearner:
 
         if not (WEB / "vendor" / "livekit-client.umd.js").exists():
             raise RuntimeError("web/vendor/livekit-client.umd.js is missing: run scripts/setup.sh")
-        handler = functools.partial(_Quiet, directory=str(WEB))
-        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self._http.serve_forever, daemon=True).start()
+        self._http = serve_web()
         self._pw = await async_playwright().start()
         self._browser = await self._pw.chromium.launch(
             executable_path=chromium_path(), headless=True,

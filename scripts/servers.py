@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -443,3 +446,21 @@ class RouterProcess(_Process):
 
         _wait(ready, self.proc, "router", 60, self.logfile)
         return self
+
+
+# --- the learner page ---------------------------------------------------------------------------
+WEB = REPO / "web"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_web(port: int = 0) -> http.server.ThreadingHTTPServer:
+    """``web/`` (the learner page and its client) over HTTP on loopback, on a thread; stop it
+    with ``.shutdown()``."""
+    handler = functools.partial(_QuietHandler, directory=str(WEB))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
+    return server

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import http.server
 import json
 import signal
 import sys
@@ -36,6 +34,7 @@ from scripts.servers import (
     RouterProcess,
     free_port,
     port_is_free,
+    serve_web,
 )
 
 log = get_logger("scripts.stack")
@@ -56,22 +55,6 @@ def connection_env(redis: RedisServer, livekit: LiveKitServer) -> dict[str, str]
         "LIVEKIT_API_KEY": livekit.api_key,
         "LIVEKIT_API_SECRET": livekit.api_secret,
     }
-
-
-WEB = Path(__file__).resolve().parents[1] / "web"
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-def serve_web(port: int) -> http.server.ThreadingHTTPServer:
-    """The learner page and its assets, on a thread."""
-    handler = functools.partial(_Quiet, directory=str(WEB))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, name="web", daemon=True).start()
-    return server
 
 
 def demo_join(router_url: str, lesson: str = "demo") -> dict | None:
