@@ -1,9 +1,10 @@
 """A learner in a real browser: headless Chromium (Debian's, driven by Playwright) opens
 ``web/learner.html``, which joins the lesson room with livekit-client and records what the
-learner is shown and played (see the page). Unlike a Python SDK subscriber, the browser lines
-audio and video of one stream up (LiveKit ``sync_streams``) the way learners get them.
+learner is shown and played, timed where it happens (``web/measure.js``). Unlike a Python SDK
+subscriber, the browser lines audio and video of one stream up (LiveKit ``sync_streams``) the
+way learners get them.
 
-    async with BrowserLearner(lk, lesson) as b: ...; b.lag_ms()
+    async with BrowserLearner(lk, lesson) as b: ...; await b.collect(); b.lag_ms(t0, t1)
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
+import urllib.parse
+
+import numpy as np
 
 from avatar_pipeline.avatar import AvatarRegistry
 from config.fleet import room_name
-from scripts.room_probe import lag_ms, mouth_crop, token
+from scripts.room_probe import SKEW_SIZE, in_sync_source, lag_ms, mouth_crop, token
 from scripts.servers import WEB, serve_web
 
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
@@ -28,9 +33,37 @@ def chromium_path() -> str:
     raise RuntimeError("no Chromium found: scripts/setup.sh installs Debian's `chromium`")
 
 
+def audio_as_played(blocks, delivered, output_delay_ms: float = 0.0, step_ms: float = 10.0):
+    """The loudness of the audio a page plays, on a ``step_ms`` grid of page time (ms).
+
+    ``blocks``: [RTP timestamp, rms] of each 10 ms of decoded audio (48 kHz RTP clock);
+    ``delivered``: [page time, RTP timestamp] of packets as WebRTC hands them to playout. A block
+    plays when its packet does, plus its place in the packet, plus the output device's delay.
+    Where nothing was sent (Opus DTX in silence) the grid reads 0."""
+    b = np.asarray(blocks, np.float64).reshape(-1, 2)
+    d = np.asarray(delivered, np.float64).reshape(-1, 2)
+    d = d[np.argsort(d[:, 1], kind="stable")]
+    if not len(d) or not len(b):
+        return np.zeros(0), np.zeros(0)
+    i = np.searchsorted(d[:, 1], b[:, 0], side="right") - 1
+    into = b[:, 0] - d[np.clip(i, 0, None), 1]
+    ok = (i >= 0) & (into < 48 * 100)  # played within 100 ms of a packet seen delivered
+    t = d[np.clip(i, 0, None), 0][ok] + into[ok] / 48.0 + output_delay_ms
+    rms = b[ok, 1]
+    order = np.argsort(t, kind="stable")
+    t, rms = t[order], rms[order]
+    grid = np.arange(t[0], t[-1] + step_ms, step_ms)
+    j = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, None)
+    return grid, np.where(grid - t[j] < step_ms, rms[j], 0.0)
+
+
 class BrowserLearner:
-    def __init__(self, lk, lesson: str, identity: str = "learner-browser") -> None:
+    def __init__(self, lk, lesson: str, identity: str = "learner-browser",
+                 who: str | None = None, size: int | None = None, crop=None) -> None:
+        """Joins ``lesson``'s room and measures the tutor (or the participant ``who``, whose
+        frames are ``size`` wide, measured in ``crop`` = (rows, columns) slices)."""
         self.lk, self.lesson, self.identity = lk, lesson, identity
+        self.who, self.size, self.crop = who, size, crop
         self.record: dict = {}
 
     async def __aenter__(self) -> BrowserLearner:
@@ -44,12 +77,16 @@ class BrowserLearner:
             executable_path=chromium_path(), headless=True,
             args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
         self.page = await self._browser.new_page()
-        crop = mouth_crop(AvatarRegistry().default())
-        measure = f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"
-        jwt = token(self.lk, self.identity, room_name(self.lesson))
+        crop = self.crop or mouth_crop(AvatarRegistry().default())
+        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self._room()),
+                 "measure": f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"}
+        if self.size:
+            query["size"] = str(self.size)
+        if self.who:
+            query["who"] = self.who
         port = self._http.server_address[1]
-        await self.page.goto(f"http://127.0.0.1:{port}/learner.html?url={self.lk.url}"
-                             f"&token={jwt}&measure={measure}")
+        await self.page.goto(f"http://127.0.0.1:{port}/learner.html?"
+                             + urllib.parse.urlencode(query))
         for _ in range(200):
             state = await self.page.evaluate("[window.avRecord.ready, window.avRecord.error]")
             if state[0] or state[1]:
@@ -62,17 +99,39 @@ class BrowserLearner:
     async def now_ms(self) -> float:
         return await self.page.evaluate("performance.now()")
 
+    async def page_ms(self, monotonic_s: float) -> float:
+        """A ``time.monotonic()`` instant in page time (to within the evaluate round trip)."""
+        before = time.monotonic()
+        now = await self.now_ms()
+        return now - ((before + time.monotonic()) / 2 - monotonic_s) * 1000
+
+    def _room(self) -> str:
+        return self.lesson if self.who else room_name(self.lesson)
+
     async def collect(self) -> dict:
-        self.record = await self.page.evaluate("({video: avRecord.video, audio: avRecord.audio})")
-        return self.record
+        """What the page recorded so far (``web/measure.js``), with ``audio`` as played:
+        [[page time ms, rms]] every 10 ms, heard after the output device's delay."""
+        rec = await self.page.evaluate("window.avMeasure.rec")
+        if rec["errors"]:
+            raise RuntimeError(f"the page could not measure: {rec['errors'][:3]}")
+        t, rms = audio_as_played(rec["blocks"], rec["delivered"], rec["outputDelayMs"] or 0.0)
+        rec["audio"] = np.stack([t, rms], 1).tolist() if len(t) else []
+        self.record = rec
+        return rec
+
+    def playout_estimate_skew_ms(self) -> float | None:
+        """WebRTC's own view (getStats ``estimatedPlayoutTimestamp``): how much later the
+        capture time of the video on screen is than that of the audio playing, median."""
+        rows = [r for r in self.record.get("playoutEstimate", []) if r[1] and r[2]]
+        return float(np.median([r[2] - r[1] for r in rows])) if rows else None
 
     async def receive_stats(self) -> dict:
         """Per kind of the tutor's tracks: the browser's MediaStream id, and its average
         jitter-buffer and processing delays in ms (WebRTC ``getStats()``, inbound-rtp)."""
-        return await self.page.evaluate("""async () => {
+        return await self.page.evaluate("""async (who) => {
           const out = {};
           for (const p of window.lkRoom.remoteParticipants.values()) {
-            if (!p.identity.startsWith("avatar-")) continue;
+            if (who ? p.identity !== who : !p.identity.startsWith("avatar-")) continue;
             for (const pub of p.trackPublications.values()) {
               const t = pub.track;
               if (!t || !t.receiver) continue;
@@ -86,7 +145,7 @@ class BrowserLearner:
             }
           }
           return out;
-        }""")
+        }""", self.who)
 
     def lag_ms(self, t0_ms: float, t1_ms: float) -> float:
         """Mouth vs audio lag as shown and played in the page, between page times (ms)."""
@@ -101,3 +160,15 @@ class BrowserLearner:
         with contextlib.suppress(Exception):
             await self._pw.stop()
         self._http.shutdown()
+
+
+async def browser_skew_ms(lk, room: str, seconds: float = 6.0) -> float:
+    """The A/V skew headless Chromium adds by itself: :func:`lag_ms` between the flash and the
+    tone of :func:`scripts.room_probe.in_sync_source`, as the page shows and plays them (the
+    avatar's offset in the page is measured the same way). Uses its own room."""
+    full = (slice(0, SKEW_SIZE), slice(0, SKEW_SIZE))
+    async with BrowserLearner(lk, room, who="skew-source", size=SKEW_SIZE, crop=full) as page:
+        start = await in_sync_source(lk, room, seconds)
+        t0 = await page.page_ms(start)
+        await page.collect()
+        return page.lag_ms(t0, t0 + seconds * 1000)

@@ -231,17 +231,69 @@ async def speak(out: DataStreamAudioOutput, text: str, chunk_ms: int = 20) -> fl
     return sp.duration_s
 
 
-async def subscriber_skew_ms(lk, room: str, seconds: float = 6.0, fps: int = 25) -> float:
-    """The A/V skew a Python SDK subscriber adds by itself, measured on a source that is in
-    sync by construction: a publisher flashes a white frame and plays a 40 ms tone at the same
-    instant once a second (its audio queue is kept near empty, and the flash waits for what is
-    queued), and a subscriber in the same room measures :func:`lag_ms` between the two, as the
-    learner does for the avatar. Subtracting it from the avatar's lag leaves what the avatar
-    adds. Uses its own room, so it does not disturb a lesson."""
-    rate, size = 48000, 64
-    pub, sub = rtc.Room(), rtc.Room()
+SKEW_SIZE = 64  # the in-sync source's frames: gray, and white for the flash
+
+
+async def in_sync_source(lk, room: str, seconds: float, fps: int = 25) -> float:
+    """A publisher whose audio and video are in sync by construction: a gray picture that
+    flashes white for one frame (40 ms) while a 40 ms, 1 kHz tone plays, once a second for
+    ``seconds`` (after 1 s of settling). Its audio queue is kept near empty and every frame is
+    captured when the audio pushed with it starts to play, with no extra video delay: what a
+    subscriber measures on it is that subscriber's own skew. Both tracks in one stream, as the
+    avatar's. Returns when the first event was due (``time.monotonic()``, as the loop's clock)."""
+    rate, size = 48000, SKEW_SIZE
+    pub = rtc.Room()
     audio_src = rtc.AudioSource(rate, 1, queue_size_ms=50)
     video_src = rtc.VideoSource(size, size)
+    pending: list[asyncio.TimerHandle] = []
+    try:
+        await pub.connect(lk.url, token(lk, "skew-source", room))
+        await pub.local_participant.publish_track(
+            rtc.LocalVideoTrack.create_video_track("v", video_src),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False,
+                                    stream="sync", video_encoding=rtc.VideoEncoding(
+                                        max_framerate=fps, max_bitrate=300_000)))
+        await pub.local_participant.publish_track(
+            rtc.LocalAudioTrack.create_audio_track("a", audio_src),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, stream="sync"))
+        gray = np.full((size, size, 4), 128, np.uint8)
+        white = np.full((size, size, 4), 255, np.uint8)
+        n10 = rate // 100
+        tone = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * np.arange(4 * n10) / rate)).astype(np.int16)
+        silence = np.zeros(n10, np.int16)
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 1.0  # let the subscriptions settle
+        tick, last_due = 0, 0.0
+        while loop.time() < start + seconds + 1.0:
+            # every 10 ms: 10 ms of audio; every 40 ms: a frame; once a second: the event
+            await asyncio.sleep(max(0.0, start + tick * 0.01 - loop.time()))
+            event = tick % 100 == 0 and loop.time() >= start
+            if tick % (100 // fps) == 0:  # one white frame (40 ms) with the 40 ms tone
+                frame = rtc.VideoFrame(size, size, rtc.VideoBufferType.RGBA,
+                                       (white if event else gray).tobytes())
+                # every frame goes out when the audio pushed now starts to play
+                last_due = max(loop.time() + audio_src.queued_duration, last_due + 0.001)
+                pending.append(loop.call_at(last_due, video_src.capture_frame, frame))
+            if event:
+                await audio_src.capture_frame(rtc.AudioFrame(tone.tobytes(), rate, 1, len(tone)))
+                tick += 4
+            else:
+                await audio_src.capture_frame(rtc.AudioFrame(silence.tobytes(), rate, 1, n10))
+                tick += 1
+        await asyncio.sleep(0.5)
+        return start
+    finally:
+        for h in pending:
+            h.cancel()
+        await pub.disconnect()
+
+
+async def subscriber_skew_ms(lk, room: str, seconds: float = 6.0) -> float:
+    """The A/V skew a Python SDK subscriber adds by itself: :func:`lag_ms` between the flash
+    and the tone of :func:`in_sync_source`, by arrival, as the learner measures the avatar.
+    Uses its own room, so it does not disturb a lesson."""
+    rate = 48000
+    sub = rtc.Room()
     got_t, luma, aud_t, rms = [], [], [], []
     tasks: list[asyncio.Task] = []
 
@@ -264,46 +316,9 @@ async def subscriber_skew_ms(lk, room: str, seconds: float = 6.0, fps: int = 25)
 
     try:
         await sub.connect(lk.url, token(lk, "skew-listener", room))
-        await pub.connect(lk.url, token(lk, "skew-source", room))
-        await pub.local_participant.publish_track(
-            rtc.LocalVideoTrack.create_video_track("v", video_src),
-            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=False,
-                                    video_encoding=rtc.VideoEncoding(max_framerate=fps,
-                                                                     max_bitrate=300_000)))
-        await pub.local_participant.publish_track(
-            rtc.LocalAudioTrack.create_audio_track("a", audio_src),
-            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-        black = np.zeros((size, size, 4), np.uint8)
-        white = np.full((size, size, 4), 255, np.uint8)
-        n10 = rate // 100
-        tone = (0.5 * 32767 * np.sin(2 * np.pi * 1000 * np.arange(4 * n10) / rate)).astype(np.int16)
-        silence = np.zeros(n10, np.int16)
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 1.0  # let both subscriptions settle
-        t0 = time.monotonic() + 1.0
-        tick, pending, last_due = 0, [], 0.0
-        while loop.time() < start + seconds + 1.0:
-            # every 10 ms: 10 ms of audio; every 40 ms: a frame; once a second: the event
-            await asyncio.sleep(max(0.0, start + tick * 0.01 - loop.time()))
-            event = tick % 100 == 0 and loop.time() >= start
-            if tick % (100 // fps) == 0:  # one white frame (40 ms) with the 40 ms tone
-                frame = rtc.VideoFrame(size, size, rtc.VideoBufferType.RGBA,
-                                       (white if event else black).tobytes())
-                # every frame goes out when the audio pushed now starts to play
-                last_due = max(loop.time() + audio_src.queued_duration, last_due + 0.001)
-                pending.append(loop.call_at(last_due, video_src.capture_frame, frame))
-            if event:
-                await audio_src.capture_frame(rtc.AudioFrame(tone.tobytes(), rate, 1, len(tone)))
-                tick += 4
-            else:
-                await audio_src.capture_frame(rtc.AudioFrame(silence.tobytes(), rate, 1, n10))
-                tick += 1
-        await asyncio.sleep(0.5)
+        t0 = await in_sync_source(lk, room, seconds)
         return lag_ms(aud_t, rms, got_t, luma, t0, t0 + seconds)
     finally:
-        for h in pending:
-            h.cancel()
         for t in tasks:
             t.cancel()
-        await pub.disconnect()
         await sub.disconnect()
