@@ -89,6 +89,7 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                                audio_channels=1))
     runner.simulcast = server.settings.video.simulcast
     runner.fps, runner.max_bitrate = cfg.fps, server.settings.video.max_bitrate
+    runner.av_sync.video_delay_s = server.settings.video.delay_ms / 1000
     gen.av_sync = runner.av_sync
     LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
     if server.settings.worker.captions:

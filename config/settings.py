@@ -72,6 +72,9 @@ class VideoSettings(BaseModel):
     # no mixed subscribers for layers to serve, and the encoder is what limits a CPU worker.
     simulcast: bool = False
     max_bitrate: int = Field(1_200_000, ge=100_000, le=20_000_000)  # bits/s of the VP8 track
+    # Each frame is captured this long after its audio starts to play: receivers play audio
+    # ~40-50 ms later than video captured with it (agent/sync.py); 0 = exact capture times.
+    delay_ms: int = Field(40, ge=0, le=200)
 
     @field_validator("fps")
     @classmethod

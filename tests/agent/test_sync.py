@@ -9,7 +9,7 @@ import asyncio
 
 from livekit import rtc
 
-from agent.sync import EngineSynchronizer
+from agent.sync import AV_OFFSET, EngineSynchronizer
 
 
 class _Audio:
@@ -69,4 +69,31 @@ async def test_a_frame_waits_for_the_audio_queued_before_it_and_clear_drops_it()
     assert len(video.at) == 2 and audio.queued_duration == 0
     await sync.push(_frame())
     assert len(video.at) == 3, "after a clear, frames go out at once again"
+    await sync.aclose()
+
+
+async def test_video_delay_captures_each_frame_that_long_after_its_audio_starts():
+    audio, video = _Audio(), _Video()
+    sync = EngineSynchronizer(audio, video, video_delay_s=0.04)
+    loop = asyncio.get_running_loop()
+    before = AV_OFFSET.collect()[0].samples
+    count0 = next(s.value for s in before if s.name.endswith("_count"))
+
+    t0 = loop.time()
+    await sync.push(_frame())  # nothing queued: still one delay later
+    assert video.at == [], "not before the delay"
+    await sync.push(_audio(100))
+    t1 = loop.time()
+    await sync.push(_frame())  # its audio starts in 100 ms: out at 140
+    await asyncio.sleep(0.2)
+    assert len(video.at) == 2
+    assert 0.035 < video.at[0] - t0 < 0.07
+    assert 0.135 < video.at[1] - t1 < 0.17
+
+    # the sender-side offset metric saw both frames, each about one delay late
+    after = AV_OFFSET.collect()[0].samples
+    count = next(s.value for s in after if s.name.endswith("_count"))
+    total = next(s.value for s in after if s.name.endswith("_sum")) - next(
+        s.value for s in before if s.name.endswith("_sum"))
+    assert count - count0 == 2 and 0.07 < total < 0.12
     await sync.aclose()
