@@ -270,6 +270,13 @@ class LiveKitServer(_Process):
             f"  udp_port: {self.rtc_udp_port}",
             "  use_external_ip: false",
             "  node_ip: 127.0.0.1",
+            # a keyframe request from a new subscriber waited out LiveKit's default 0.5-1 s
+            # throttle in 2 lessons of 7 (+0.6 s to the first frame); an avatar track has one
+            # or two subscribers, so keyframe requests are rare anyway
+            "  pli_throttle:",
+            "    low_quality: 100ms",
+            "    mid_quality: 100ms",
+            "    high_quality: 100ms",
             "keys:",
             f"  {self.api_key}: {self.api_secret}",
             "logging:",
