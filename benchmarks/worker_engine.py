@@ -13,8 +13,11 @@
    late frames.
 
     .venv/bin/python -m benchmarks.worker_engine [--max-sessions 12] [--seconds 8]
+    .venv/bin/python -m benchmarks.worker_engine --backend torch --sizes 1,8,32,64,128,256 \
+        --max-sessions 0      # on a GPU box: the batched pipeline's capacity, no encode
 
-Writes benchmarks/results/worker_engine.json and .png, naming the machine.
+Writes benchmarks/results/worker_engine.json and .png (``worker_engine_<backend>`` for another
+compositor backend), naming the machine.
 """
 
 from __future__ import annotations
@@ -99,11 +102,13 @@ def handoff_cost(nbytes: int, n: int = 300) -> dict:
             "process_pipe_cost_pct_of_frame_period": round(process_us / (1e6 / FPS) * 100, 2)}
 
 
-def tick_cost(asset, pcm: np.ndarray, sizes: list[int], ticks: int = 60) -> list[dict]:
+def tick_cost(asset, pcm: np.ndarray, sizes: list[int], ticks: int = 60,
+              backend: str = "numpy") -> list[dict]:
     rows = []
     for n in tqdm(sizes, desc="tick cost"):
         clock = SimClock()
-        eng = AvatarEngine(asset, EngineConfig(fps=FPS, sample_rate=RATE), clock=clock)
+        eng = AvatarEngine(asset, EngineConfig(fps=FPS, sample_rate=RATE, backend=backend,
+                                               max_batch=max(64, n)), clock=clock)
         sessions = [eng.open_session(lambda f: None) for _ in range(n)]
         times = []
         for k in range(ticks + 20):
@@ -122,8 +127,8 @@ def tick_cost(asset, pcm: np.ndarray, sizes: list[int], ticks: int = 60) -> list
     return rows
 
 
-def realtime(asset, pcm: np.ndarray, n: int, seconds: float) -> dict:
-    eng = AvatarEngine(asset, EngineConfig(fps=FPS, sample_rate=RATE))
+def realtime(asset, pcm: np.ndarray, n: int, seconds: float, backend: str = "numpy") -> dict:
+    eng = AvatarEngine(asset, EngineConfig(fps=FPS, sample_rate=RATE, backend=backend))
     pools: dict[str, ThreadPoolExecutor] = {}  # one encoder thread per track, as in WebRTC
     encoders, lock = {}, threading.Lock()
     records: list[tuple[float, float]] = []  # (tick due, encode done)
@@ -205,27 +210,35 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-sessions", type=int, default=12)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "torch", "torch-cpu"),
+                    help="compositor: torch runs on CUDA when present (avatar_pipeline.compose)")
+    ap.add_argument("--sizes", default="1,2,4,8,16,32,64",
+                    help="sessions per tick for the tick-cost part")
     args = ap.parse_args()
     setup_logging("warning", "console")
     asset = AvatarRegistry().default()
     pcm = speech_pcm()
     handoff = handoff_cost(asset.width * asset.height * 3 // 2)
     print("frame hand-off:", handoff)
-    cost = tick_cost(asset, pcm, [1, 2, 4, 8, 16, 32, 64])
+    cost = tick_cost(asset, pcm, [int(n) for n in args.sizes.split(",")], backend=args.backend)
     rt = []
     for n in tqdm(range(1, args.max_sessions + 1), desc="real time + VP8"):
-        r = realtime(asset, pcm, n, args.seconds)
+        r = realtime(asset, pcm, n, args.seconds, backend=args.backend)
         rt.append(r)
         if r["late_pct"] > 5:
             break
     ok = [r["sessions"] for r in rt if r["late_pct"] <= 1.0]
     payload = {"benchmark": "worker_engine", "machine": machine(), "fps": FPS,
-               "size": [asset.width, asset.height], "backend": "numpy",
+               "size": [asset.width, asset.height], "backend": args.backend,
                "goal": {"sessions_2core_le_1pct_late": 6, "latency_ms_p95": 80},
                "frame_handoff": handoff, "tick_cost": cost, "realtime_vp8": rt,
-               "capacity_sessions_le_1pct_late": max(ok) if ok else 0}
-    write_json("worker_engine", payload)
-    plot(payload)
+               "capacity_sessions_le_1pct_late": max(ok) if ok else 0,
+               # without encode: the most sessions measured whose whole tick fits a frame period
+               "tick_capacity_sessions": max([r["sessions"] for r in cost
+                                              if r["tick_ms_median"] <= 1000 / FPS], default=0)}
+    name = "worker_engine" if args.backend == "numpy" else f"worker_engine_{args.backend}"
+    write_json(name, payload)
+    plot(payload, name)
     for r in cost:
         print(r)
     for r in rt:
@@ -233,7 +246,7 @@ def main() -> None:
     print("capacity (<= 1 % late):", payload["capacity_sessions_le_1pct_late"])
 
 
-def plot(p: dict) -> None:
+def plot(p: dict, name: str = "worker_engine") -> None:
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
     c = p["tick_cost"]
     ax[0].plot([r["sessions"] for r in c], [r["ms_per_session_frame"] for r in c], "o-")
@@ -253,9 +266,10 @@ def plot(p: dict) -> None:
     ax[2].axhline(80, ls="--", c="gray", lw=1)
     ax[2].set(title="audio out of jitter buffer -> frame out", xlabel="sessions", ylabel="ms")
     ax[2].legend()
-    fig.suptitle(f"Worker engine, 512x512 @ 25 fps — {machine_label(p['machine'])}", fontsize=10)
+    fig.suptitle(f"Worker engine ({p['backend']}), 512x512 @ 25 fps — "
+                 f"{machine_label(p['machine'])}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(RESULTS / "worker_engine.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110)
     plt.close(fig)
 
 
