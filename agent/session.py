@@ -89,16 +89,8 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                                audio_channels=1))
     runner.simulcast = server.settings.video.simulcast
     runner.fps, runner.max_bitrate = cfg.fps, server.settings.video.max_bitrate
-    sync = runner.av_sync
-    sync.video_delay_s = server.settings.video.delay_ms / 1000
-    sync.hold_video = True  # until the learner subscribes: the first frame is its keyframe
-    gen.av_sync = sync
-
-    @ctx.room.on("local_track_subscribed")
-    def _video_wanted(track: rtc.LocalTrack) -> None:
-        if track.name == AVATAR_VIDEO_TRACK and sync.hold_video:
-            sync.hold_video = False
-            log.info("session.video_subscribed", frames_held=sync.frames_held)
+    runner.av_sync.video_delay_s = server.settings.video.delay_ms / 1000
+    gen.av_sync = runner.av_sync
     LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
     if server.settings.worker.captions:
         from agent.captions import LearnerCaptions  # the model was loaded at worker start

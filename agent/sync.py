@@ -20,12 +20,6 @@ before it played the tone, and a Python SDK subscriber ~50 ms (``scripts/room_pr
 40 ms frame by default) after its audio starts to play, which is what centres the learner's
 offset; 0 makes capture times exact.
 
-Until someone subscribes to the video, frames are not captured at all (``hold_video``): the
-encoder then starts with a keyframe that the subscriber's server-side track is already waiting
-for. Otherwise the server asks for a new keyframe, and the encoder ignores requests within
-300 ms of its last keyframe while the server retries only every throttle period: one lesson in
-ten got its first frame 0.4 s late that way.
-
 Every captured frame records its sender-side offset (capture time minus when its audio starts
 to play: the delay plus how late the event loop ran the timer) in ``avatar_av_offset_seconds``.
 
@@ -54,8 +48,6 @@ class EngineSynchronizer:
         self._audio = audio_source
         self._video = video_source
         self.video_delay_s = video_delay_s
-        self.hold_video = False  # True: drop frames until a subscriber wants them
-        self.frames_held = 0
         self._pending: set[asyncio.TimerHandle] = set()
         self._last_due = 0.0
         self.frames_captured = 0
@@ -64,9 +56,6 @@ class EngineSynchronizer:
                    timestamp: float | None = None) -> None:
         if isinstance(frame, rtc.AudioFrame):
             await self._audio.capture_frame(frame)
-            return
-        if self.hold_video:
-            self.frames_held += 1
             return
         loop = asyncio.get_running_loop()
         now = loop.time()

@@ -97,20 +97,3 @@ async def test_video_delay_captures_each_frame_that_long_after_its_audio_starts(
         s.value for s in before if s.name.endswith("_sum"))
     assert count - count0 == 2 and 0.07 < total < 0.12
     await sync.aclose()
-
-
-async def test_held_video_is_not_captured_until_released():
-    audio, video = _Audio(), _Video()
-    sync = EngineSynchronizer(audio, video)
-    sync.hold_video = True  # nobody subscribed yet
-    for _ in range(3):
-        await sync.push(_frame())
-        await sync.push(_audio(40))
-    await asyncio.sleep(0.05)
-    assert video.at == [] and sync.frames_held == 3
-    assert audio.queued_duration > 0, "audio still flows"
-    sync.hold_video = False
-    await sync.push(_frame())
-    await asyncio.sleep(0.15)
-    assert len(video.at) == 1 and sync.frames_captured == 1
-    await sync.aclose()
