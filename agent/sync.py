@@ -14,8 +14,8 @@ then lines them up by these capture times; one that does not sees them in step a
 Receivers still play a track's audio later than its video: the audio waits in a jitter buffer
 (NetEq keeps 20-40 ms even on a clean network), in 20 ms Opus packets and in the output
 device, the video ~10 ms in its jitter buffer; Chrome corrects a difference only above 30 ms.
-Fed a flash and a tone captured at the same instant, headless Chromium showed the flash ~45 ms
-before it played the tone, and a Python SDK subscriber ~50 ms (``scripts/room_probe.py``,
+Fed a flash and a tone captured at the same instant, headless Chromium showed the flash 55-70 ms
+before it played the tone, and a Python SDK subscriber 45-60 ms (``scripts/room_probe.py``,
 ``scripts/browser.py``). So each frame is captured ``video_delay_s`` (``video.delay_ms``, one
 40 ms frame by default) after its audio starts to play, which is what centres the learner's
 offset; 0 makes capture times exact.

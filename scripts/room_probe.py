@@ -238,8 +238,9 @@ async def in_sync_source(lk, room: str, seconds: float, fps: int = 25) -> float:
     """A publisher whose audio and video are in sync by construction: a gray picture that
     flashes white for one frame (40 ms) while a 40 ms, 1 kHz tone plays, once a second for
     ``seconds`` (after 1 s of settling). Its audio queue is kept near empty and every frame is
-    captured when the audio pushed with it starts to play, with no extra video delay: what a
-    subscriber measures on it is that subscriber's own skew. Both tracks in one stream, as the
+    captured when the audio pushed with it starts to play, with no extra video delay (written
+    out here rather than through ``agent/sync.py``, so the reference does not share the code it
+    judges): what a subscriber measures on it is that subscriber's own skew. Both tracks in one stream, as the
     avatar's. Returns when the first event was due (``time.monotonic()``, as the loop's clock)."""
     rate, size = 48000, SKEW_SIZE
     pub = rtc.Room()

@@ -67,5 +67,6 @@ async def test_learner_page_shows_and_plays_the_tutor(livekit_server, redis_serv
     # What the learner sees and hears, timed in the page: frames as presented, audio as
     # played (web/measure.js), against the same measure on the exact viseme track.
     offset = page.lag_ms(t_speak, t_done) - reference_lag_ms(SENTENCE)
-    print(f"A/V offset in the page: {offset:+.0f} ms; receive delays: {stats}")
+    print(f"A/V offset in the page: {offset:+.0f} ms; receive delays: {stats}; Chromium's own "
+          f"estimate of video ahead of audio: {page.playout_estimate_skew_ms()} ms")
     assert abs(offset) <= 40, f"A/V offset in the page {offset:+.0f} ms"
