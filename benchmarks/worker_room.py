@@ -2,8 +2,8 @@
 
 Starts livekit-server, Redis and one avatar worker (`python -m agent start`) on loopback; for
 each of ``--lessons`` lessons, twice (first with one learner, as lessons run, then with the
-learner's page in Chromium joined as well, which costs the 2-core box CPU): a learner subscribes, the avatar is dispatched (as the router
-does), a stock livekit-agents voice agent (``DataStreamAudioOutput``) speaks one sentence of our
+learner's page in Chromium joined as well, which costs the 2-core box CPU): a learner
+subscribes, the avatar is dispatched (as the router does), a stock livekit-agents voice agent (``DataStreamAudioOutput``) speaks one sentence of our
 TTS through the avatar protocol. Per lesson it records
 
 * dispatch -> the first avatar video frame at the learner, split at the moment the worker

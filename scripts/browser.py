@@ -52,6 +52,8 @@ def audio_as_played(blocks, delivered, output_delay_ms: float = 0.0, step_ms: fl
     rms = b[ok, 1]
     order = np.argsort(t, kind="stable")
     t, rms = t[order], rms[order]
+    if not len(t):
+        return np.zeros(0), np.zeros(0)
     grid = np.arange(t[0], t[-1] + step_ms, step_ms)
     j = np.clip(np.searchsorted(t, grid, side="right") - 1, 0, None)
     return grid, np.where(grid - t[j] < step_ms, rms[j], 0.0)
@@ -59,11 +61,13 @@ def audio_as_played(blocks, delivered, output_delay_ms: float = 0.0, step_ms: fl
 
 class BrowserLearner:
     def __init__(self, lk, lesson: str, identity: str = "learner-browser",
-                 who: str | None = None, size: int | None = None, crop=None) -> None:
-        """Joins ``lesson``'s room and measures the tutor (or the participant ``who``, whose
-        frames are ``size`` wide, measured in ``crop`` = (rows, columns) slices)."""
+                 who: str | None = None, size: int | None = None, crop=None,
+                 room: str | None = None) -> None:
+        """Joins ``lesson``'s room (or ``room``) and measures the tutor (or the participant
+        ``who``, whose frames are ``size`` wide, measured in ``crop`` = (rows, columns))."""
         self.lk, self.lesson, self.identity = lk, lesson, identity
         self.who, self.size, self.crop = who, size, crop
+        self.room = room or room_name(lesson)
         self.record: dict = {}
 
     async def __aenter__(self) -> BrowserLearner:
@@ -78,7 +82,7 @@ class BrowserLearner:
             args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
         self.page = await self._browser.new_page()
         crop = self.crop or mouth_crop(AvatarRegistry().default())
-        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self._room()),
+        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self.room),
                  "measure": f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"}
         if self.size:
             query["size"] = str(self.size)
@@ -104,9 +108,6 @@ class BrowserLearner:
         before = time.monotonic()
         now = await self.now_ms()
         return now - ((before + time.monotonic()) / 2 - monotonic_s) * 1000
-
-    def _room(self) -> str:
-        return self.lesson if self.who else room_name(self.lesson)
 
     async def collect(self) -> dict:
         """What the page recorded so far (``web/measure.js``), with ``audio`` as played:
@@ -167,7 +168,8 @@ async def browser_skew_ms(lk, room: str, seconds: float = 6.0) -> float:
     tone of :func:`scripts.room_probe.in_sync_source`, as the page shows and plays them (the
     avatar's offset in the page is measured the same way). Uses its own room."""
     full = (slice(0, SKEW_SIZE), slice(0, SKEW_SIZE))
-    async with BrowserLearner(lk, room, who="skew-source", size=SKEW_SIZE, crop=full) as page:
+    async with BrowserLearner(lk, room, room=room, who="skew-source", size=SKEW_SIZE,
+                              crop=full) as page:
         start = await in_sync_source(lk, room, seconds)
         t0 = await page.page_ms(start)
         await page.collect()

@@ -40,3 +40,4 @@ def test_audio_as_played_drops_blocks_never_seen_delivered():
     t, rms = audio_as_played([[0, 0.3], [96000, 0.3]], [[500.0, 0]])
     assert list(t) == [500.0] and list(rms) == [0.3]
     assert audio_as_played([[0, 0.3]], [])[0].size == 0
+    assert audio_as_played([[96000, 0.3]], [[500.0, 0]])[0].size == 0, "none played yet"
