@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar_pipeline.visemes.smoothing import SmoothingParams, smooth_known_track
 from config.logs import get_logger, setup_logging
 
 log = get_logger(__name__)
@@ -94,15 +95,38 @@ def _speech_from_audio(path: str, fps: int):
             "--audio needs avatar_pipeline.visemes.audio_to_visemes (the audio->viseme model), "
             f"which is not in this build yet ({exc}); use --text instead") from None
     try:
-        track = np.asarray(audio_to_visemes(pcm, rate, fps), np.float32)
+        # smoothed causally as the model emits frames, as in the worker
+        track = np.asarray(audio_to_visemes(pcm, rate, fps, smoothing=SmoothingParams(fps=fps)),
+                           np.float32)
     except FileNotFoundError as exc:
         raise CliError(f"--audio needs the audio->viseme model weights, which are not in this "
                        f"build yet ({exc}); use --text instead") from None
     return pcm, rate, track
 
 
+def mouth_track(text: str | None, lang: str, voice: str | None, audio: str | None, fps: int
+                ) -> tuple[np.ndarray, int, np.ndarray]:
+    """The speech and the mouth track ``avatar render`` draws: one row per video frame
+    covering all the audio, smoothed exactly as the worker smooths it (the one
+    ``SmoothingParams()``): both ways for text (known in full, as the worker's ``say``),
+    causally as the model emits frames for audio (as for a voice agent's stream)."""
+    if text is not None:
+        pcm, rate, track = _speech_from_text(text, lang, voice, fps)
+    else:
+        pcm, rate, track = _speech_from_audio(audio, fps)
+    n_frames = int(np.ceil(round(len(pcm) / rate * fps, 6)))
+    if len(track) < n_frames:  # pad with silence so video covers all the audio
+        pad = np.zeros((n_frames - len(track), track.shape[1]), np.float32)
+        pad[:, 0] = 1.0
+        track = np.concatenate([track, pad])
+    track = track[:n_frames]
+    if text is not None:
+        track = smooth_known_track(track, SmoothingParams(fps=fps))
+    return pcm, rate, track
+
+
 def cmd_render(args, registry) -> int:
-    from avatar_pipeline.compose.offline import draw_timeline, render_frames, smooth
+    from avatar_pipeline.compose.offline import draw_timeline, render_frames
     from avatar_pipeline.media import write_video
     from config.settings import load_settings
 
@@ -115,16 +139,8 @@ def cmd_render(args, registry) -> int:
     if args.timeline and not args.timeline.lower().endswith(".png"):
         raise CliError(f"{args.timeline}: --timeline must be a .png path")
     t0 = time.perf_counter()
-    if args.text is not None:
-        pcm, rate, track = _speech_from_text(args.text, args.lang, args.voice, fps)
-    else:
-        pcm, rate, track = _speech_from_audio(args.audio, fps)
-    n_frames = int(np.ceil(round(len(pcm) / rate * fps, 6)))
-    if len(track) < n_frames:  # pad with silence so video covers all the audio
-        pad = np.zeros((n_frames - len(track), track.shape[1]), np.float32)
-        pad[:, 0] = 1.0
-        track = np.concatenate([track, pad])
-    track = smooth(track[:n_frames], fps)
+    pcm, rate, track = mouth_track(args.text, args.lang, args.voice, args.audio, fps)
+    n_frames = len(track)
     asset = registry.resolve(args.avatar)
     post, fmt = None, "i420"
     if args.neural:

@@ -170,12 +170,9 @@ class EngineSession:
         audio[:min(len(pcm), n * spf)] = pcm[:n * spf]
         weights = np.asarray(weights, np.float32)
         if self.engine._smoothing is not None:
-            from avatar_pipeline.visemes import smooth_track
+            from avatar_pipeline.visemes.smoothing import smooth_known_track
 
-            # The whole track is known: smooth forward and backward, so coarticulation costs
-            # no lag (a causal smoother alone put the mouth ~35 ms behind the audio).
-            p = self.engine._smoothing
-            weights = smooth_track(smooth_track(weights, p)[::-1], p)[::-1].copy()
+            weights = smooth_known_track(weights, self.engine._smoothing)
         self._inbox.append(("say", (audio.reshape(n, spf), weights), self.engine.clock()))
 
     @property
@@ -259,10 +256,8 @@ class AvatarEngine:
         self._jitter_cfg = cfg.jitter or JitterConfig(packet_ms=1000.0 / cfg.fps)
         if abs(self._jitter_cfg.packet_ms - 1000.0 / cfg.fps) > 1e-6:
             raise ValueError("the jitter buffer's packet must be one frame period")
-        # Lighter than the smoother's defaults (30/70/60 ms): those put the mouth 25 ms behind
-        # the audio it ships with; these keep coarticulation and stay within +-20 ms.
-        self._smoothing = (SmoothingParams(fps=cfg.fps, attack_ms=20, release_ms=60,
-                                           min_hold_ms=40) if cfg.smoothing else None)
+        # the one smoothing setting, as `avatar render` uses it (visemes.smoothing)
+        self._smoothing = SmoothingParams(fps=cfg.fps) if cfg.smoothing else None
         self.batcher = viseme_batcher or VisemeBatcher(max_batch=cfg.max_batch)
         self.compositor = make_compositor(cfg.backend, fmt=cfg.fmt, max_batch=cfg.max_batch)
         self.default_avatar = self.compositor.add_avatar(avatar)

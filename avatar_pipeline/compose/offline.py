@@ -15,28 +15,6 @@ from config.logs import get_logger
 log = get_logger(__name__)
 
 
-def smooth(track: np.ndarray, fps: int) -> np.ndarray:
-    """Coarticulation smoothing of a (n, 15) track with the visemes stage's
-    ``avatar_pipeline.visemes.smoothing`` (top-k blend, minimum hold, attack/release) when it is
-    in the build, else a plain attack/release one-pole per viseme."""
-    track = np.asarray(track, np.float32)
-    try:
-        from avatar_pipeline.visemes.smoothing import SmoothingParams, smooth_track
-    except ImportError:
-        smooth_track = None
-    if smooth_track is not None and len(track):
-        return np.asarray(smooth_track(track, SmoothingParams(fps=float(fps))), np.float32)
-    a_up = 1 - np.exp(-1 / (0.030 * fps))
-    a_down = 1 - np.exp(-1 / (0.070 * fps))
-    out = np.empty_like(track)
-    y = track[0].copy() if len(track) else np.zeros(NUM_VISEMES, np.float32)
-    for i, x in enumerate(track):
-        a = np.where(x > y, a_up, a_down)
-        y = y + a * (x - y)
-        out[i] = y
-    return out
-
-
 def render_frames(asset: AvatarAsset, track: np.ndarray, fps: int, seed: int = 0,
                   backend: str = "numpy", fmt: str = "i420", batch: int = 25,
                   post: Callable[[np.ndarray, int], None] | None = None
