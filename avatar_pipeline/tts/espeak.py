@@ -16,7 +16,9 @@ sample-exact, which is what makes the training corpus reproducible. The variants
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,6 +66,35 @@ LANGUAGES: dict[str, str] = {
 UNSAFE_VARIANTS = frozenset({"Demonic", "rob"})
 
 PAUSE_PHONEMES = frozenset({"_", "_:", "_!", "_^", "_;", ""})
+
+
+# Punctuation that ends a clause (espeak-ng's own clause breaks, ASCII and CJK/Arabic forms).
+_CLAUSE_END = re.compile(
+    r"([,.;:!?\u2026\u2014\u0964\u3001\u3002\uff0c\uff1f\uff01\uff1b\uff1a\u060c\u061f\u061b]+)")
+# Kokoro's and Piper's vocabularies know these; other clause marks become the nearest of them.
+_PUNCT_CANON = {"\u3001": ",", "\uff0c": ",", "\u060c": ",", "\u3002": ".", "\uff1f": "?",
+                "\u061f": "?", "\uff01": "!", "\uff1b": ";", "\u061b": ";", "\uff1a": ":",
+                "\u0964": "."}
+
+
+@dataclass(frozen=True)
+class Clause:
+    words: list[list[str]]  # phonemes per word
+    punctuation: str  # what ended the clause: one of , . ; : ! ? \u2026 \u2014, or ""
+
+
+def split_clauses(text: str) -> list[tuple[str, str]]:
+    """``"Hi, you?"`` -> ``[("Hi", ","), (" you", "?")]``; the punctuation is canonical ASCII
+    where one exists, and a trailing piece without punctuation gets ``""``."""
+    parts = _CLAUSE_END.split(text)
+    out: list[tuple[str, str]] = []
+    for i in range(0, len(parts), 2):
+        piece = parts[i]
+        punct = parts[i + 1] if i + 1 < len(parts) else ""
+        p = _PUNCT_CANON.get(punct[:1], punct[:1]) if punct else ""
+        if piece.strip() or (p and out):
+            out.append((piece, p))
+    return out
 
 
 class _IdUnion(ctypes.Union):
@@ -175,6 +206,35 @@ class EspeakEngine:
                     break
                 phs = [p for w in res.decode("utf-8").split() for p in w.split("|") if p]
                 out.append(phs)
+        return out
+
+    def phonemize_clauses(self, text: str, language: str = "en", ipa: bool = True
+                          ) -> list[Clause]:
+        """Text -> clauses, each with its words' phonemes and the punctuation that ended it
+        (``""`` when none). Neural TTS front ends (Kokoro, Piper) need both, and espeak's own
+        phoneme output drops the punctuation, so the text is cut at clause punctuation first
+        (as espeak itself does) and each piece phonemized alone."""
+        out: list[Clause] = []
+        for piece, punct in split_clauses(text):
+            words: list[list[str]] = []
+            mode = (0x02 if ipa else 0x00) | (ord("|") << 8)
+            with _LOCK:
+                lib = _lib()
+                if lib.espeak_SetVoiceByName(self.voice_name(language, None).encode()) != 0:
+                    raise ValueError(f"espeak-ng has no voice for {language!r}")
+                buf = ctypes.create_string_buffer(piece.encode("utf-8") + b"\0")
+                ptr = ctypes.c_char_p(ctypes.addressof(buf))
+                while ptr.value:
+                    res = lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, mode)
+                    if res is None:
+                        break
+                    words += [[p for p in w.split("|") if p and not is_marker(p)]
+                              for w in res.decode("utf-8").split()]
+            words = [w for w in words if w]
+            if words:
+                out.append(Clause(words, punct))
+            elif out and punct:
+                out[-1] = Clause(out[-1].words, punct)
         return out
 
     def synthesize(self, text: str, language: str = "en", voice: str | None = None,

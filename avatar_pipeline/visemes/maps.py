@@ -170,6 +170,32 @@ def ipa_to_viseme(phone: str) -> str:
     return IPA[segs[0]]
 
 
+# Per-language readings of an IPA symbol where the table's default is another language's:
+# the English flap (water, better) is a tongue tap behind closed-ish teeth, like t/d, while
+# the Spanish/Italian tap r is an r.
+IPA_LANG: dict[str, dict[str, str]] = {"en": {"ɾ": "DD"}}
+
+# Symbols of Kokoro's vocabulary (misaki's phoneme set) that are not IPA segments: diphthongs
+# and affricates written as one letter (mapped like their espeak mnemonics: aI -> aa,
+# eI -> E, oU -> oh), the reduced vowels, and the US flap letter.
+KOKORO: dict[str, str] = {
+    "A": "E", "I": "aa", "O": "oh", "W": "aa", "Y": "oh", "Q": "oh",
+    "ʧ": "CH", "ʤ": "CH", "ʦ": "SS", "ʣ": "SS", "ʨ": "CH", "ʥ": "CH",
+    "ᵊ": "E", "T": "DD", "ɰ": "ou", "ɴ": "nn", "ɽ": "RR", "ꭧ": "RR", "ɕ": "CH", "S": "SS",
+}
+
+
+def ipa_symbol_viseme(symbol: str, language: str | None = None) -> str:
+    """The viseme of one symbol of an IPA token sequence (Kokoro's or Piper's input): the
+    language's override, else Kokoro's own letters, else the IPA table. ``KeyError`` if none."""
+    base = (language or "").split("-")[0].lower()
+    if symbol in IPA_LANG.get(base, {}):
+        return IPA_LANG[base][symbol]
+    if symbol in KOKORO:
+        return KOKORO[symbol]
+    return IPA[symbol]
+
+
 # --- 15 -> Rhubarb Lip Sync mouths A-H and X -----------------------------------------------
 # A closed (P B M), B slightly open with clenched teeth (most consonants, EE), C open (EH, AE),
 # D wide open (AA), E slightly rounded (AO, ER), F puckered (UW, OW, W), G F/V, H L, X idle.
@@ -183,6 +209,8 @@ assert set(RHUBARB) == set(VISEMES)
 assert set(ESPEAK_BASE.values()) <= set(VISEMES)
 assert set(ARPABET.values()) <= set(VISEMES)
 assert set(IPA.values()) <= set(VISEMES)
+assert set(KOKORO.values()) <= set(VISEMES)
+assert all(set(m.values()) <= set(VISEMES) for m in IPA_LANG.values())
 
 
 def to_rhubarb(viseme: str) -> str:

