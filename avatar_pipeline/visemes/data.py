@@ -1,14 +1,17 @@
-"""Labelled training data synthesised with espeak-ng: audio -> 16 kHz log-mel, labels at 10 ms.
+"""Labelled training data: espeak-ng and Kokoro speech -> 16 kHz log-mel, labels at 10 ms.
 
-    python -m avatar_pipeline.visemes.data --out DIR --hours 1.0 --seed 0 [--split train]
+    python -m avatar_pipeline.visemes.data --out DIR --hours 3 --kokoro-hours 1.5 --seed 0
 
-Each utterance is one sentence from the project's multilingual list, or a short run of words from
-the word lists, spoken by one espeak-ng voice (language voice + a variant from ``voices/!v``)
-at a random rate / pitch / pitch range / word gap. Labels come from the phoneme events (exact
-sample positions), one viseme id per 10 ms frame. Augmentation, each step with a probability:
-reverberation (synthetic exponential-decay RIR), resampling through 8/16/24/48 kHz, an Opus
-round trip through PyAV (libopus at 16 kHz, 12-32 kbit/s), noise (white / pink / brown / hum)
-at 5-30 dB SNR, gain (-25..+6 dB) with occasional clipping, int16 quantisation.
+Two sources, both with exact labels (each phoneme's sample position or frame count):
+
+- **espeak-ng**: one sentence from the project's multilingual list, or a short run of words
+  from the word lists, spoken by one espeak-ng voice (language voice + a variant from
+  ``voices/!v``) at a random rate / pitch / pitch range / word gap. Fast to make.
+- **Kokoro-82M** (``kokoro_data``): neural speech by many mixed speakers in eight languages,
+  slow to make on a CPU, so generated once into a cache and augmented here afresh.
+
+Every utterance is augmented (``augment``: voice conversion, EQ, reverb, resampling, codecs,
+noise, gain and clipping) with its own recorded parameters.
 
 Splits (all deterministic from the seed; a fresh process makes the same corpus):
 
@@ -17,12 +20,16 @@ Splits (all deterministic from the seed; a fresh process makes the same corpus):
 - ``heldout_voices``: voices never used in training (``HELDOUT_VOICES``), held-out sentences.
 - ``heldout_style``: training voices, held-out sentences, a speaking style outside the training
   range: fast and high (300-360 wpm, pitch 85-99) or slow and low (80-105 wpm, pitch 0-12).
+- ``kokoro_train`` / ``kokoro_val``: Kokoro's ``train`` / ``val`` speech, ``copies``
+  augmented versions of each utterance.
+
+Never used: the Piper voice reserved for evaluation (``avatar_pipeline.tts.piper``), Kokoro's
+held-out speakers, the evaluation sentences, and any human speech.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -32,7 +39,10 @@ import numpy as np
 
 from avatar_pipeline.features import SAMPLE_RATE, logmel
 from avatar_pipeline.tts import TimedPhoneme, default_engine, viseme_ids_from_phonemes
-from avatar_pipeline.visemes.corpus import sentences, word_lists
+from avatar_pipeline.viseme_set import VISEMES
+from avatar_pipeline.visemes import augment as aug_mod
+from avatar_pipeline.visemes.augment import AugmentConfig, opus_roundtrip  # noqa: F401
+from avatar_pipeline.visemes.corpus import english_text, sentences, word_lists
 from config.logs import get_logger
 
 log = get_logger(__name__)
@@ -54,7 +64,7 @@ LANG_WEIGHTS: dict[str, float] = {
     "en": 0.28, "es": 0.18, "zh": 0.18, "fa": 0.18, "fr": 0.05, "de": 0.05, "it": 0.04, "pt": 0.04,
 }
 SPLITS = ("train", "val", "heldout_voices", "heldout_style")
-DATA_VERSION = 3  # bump when the generator changes (the trainer rebuilds a stale cache)
+DATA_VERSION = 4  # bump when the generator changes (the trainer rebuilds a stale cache)
 
 
 def all_variants() -> list[str]:
@@ -73,20 +83,6 @@ def train_variants() -> list[str]:
 
 
 @dataclass
-class AugmentConfig:
-    p_reverb: float = 0.35
-    p_resample: float = 0.5
-    p_opus: float = 0.3
-    p_noise: float = 0.6
-    p_clip: float = 0.05
-    snr_db: tuple[float, ...] = (5.0, 10.0, 15.0, 20.0, 30.0)
-
-    @classmethod
-    def none(cls) -> AugmentConfig:
-        return cls(0.0, 0.0, 0.0, 0.0, 0.0)
-
-
-@dataclass
 class UttSpec:
     language: str
     espeak_lang: str
@@ -102,6 +98,9 @@ class UttSpec:
 
 
 def _pick_text(rng: np.random.Generator, lang: str, split: str) -> str:
+    if split == "train" and lang == "en" and rng.random() < 0.5:
+        pool = english_text()
+        return pool[rng.integers(len(pool))]
     if split == "train" and rng.random() < 0.25:
         lines = [w for w in word_lists() if w.language == lang]
         words = lines[rng.integers(len(lines))].text.split()
@@ -129,20 +128,7 @@ def sample_spec(rng: np.random.Generator, split: str, aug: AugmentConfig) -> Utt
             rate, pitch = int(rng.integers(80, 106)), int(rng.integers(0, 13))
     else:
         rate, pitch = int(rng.integers(120, 281)), int(rng.integers(20, 81))
-    a = {
-        "reverb": bool(rng.random() < aug.p_reverb),
-        "rt60": float(rng.uniform(0.15, 0.8)),
-        "drr_db": float(rng.uniform(-2, 12)),
-        "via_rate": int(rng.choice([8000, 16000, 24000, 48000])) if rng.random() < aug.p_resample
-        else 0,
-        "opus_kbps": int(rng.choice([12, 16, 24, 32])) if rng.random() < aug.p_opus else 0,
-        "noise": str(rng.choice(["white", "pink", "brown", "hum"])) if rng.random() < aug.p_noise
-        else "",
-        "snr_db": float(rng.choice(aug.snr_db)),
-        "gain_db": float(rng.uniform(-25, 6)),
-        "clip": bool(rng.random() < aug.p_clip),
-        "seed": int(rng.integers(2**31)),
-    }
+    a = aug_mod.sample(rng, aug)
     return UttSpec(
         language=lang, espeak_lang=espeak_lang, text=_pick_text(rng, lang, split),
         variant=variant, rate=rate, pitch=pitch, pitch_range=int(rng.integers(10, 101)),
@@ -152,102 +138,6 @@ def sample_spec(rng: np.random.Generator, split: str, aug: AugmentConfig) -> Utt
         tail_s=float(rng.uniform(0.0, 1.2) if rng.random() < 0.3 else rng.uniform(0.0, 0.3)),
         aug=a,
     )
-
-
-# --- augmentation ---------------------------------------------------------------------------
-
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    if sr_in == sr_out:
-        return x
-    g = np.gcd(sr_in, sr_out)
-    return resample_poly(x, sr_out // g, sr_in // g).astype(np.float32)
-
-
-def synthetic_rir(rng: np.random.Generator, sr: int, rt60: float, drr_db: float) -> np.ndarray:
-    """Direct path + exponentially decaying noise tail (RT60 seconds), energy ratio ``drr_db``."""
-    n = int(rt60 * sr)
-    t = np.arange(n) / sr
-    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
-    tail[: int(0.002 * sr)] = 0.0  # first reflections arrive after ~2 ms
-    tail *= np.sqrt(1.0 / (np.sum(tail ** 2) + 1e-12)) * 10 ** (-drr_db / 20)
-    tail[0] = 1.0
-    return tail.astype(np.float32)
-
-
-def opus_roundtrip(x: np.ndarray, sr: int, kbps: int) -> np.ndarray:
-    """Encode with libopus (PyAV) and decode back; the decoder drops the pre-skip, so the
-    output is sample-aligned with the input."""
-    import av
-
-    buf = io.BytesIO()
-    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)[None, :]
-    with av.open(buf, "w", format="ogg") as out:
-        st = out.add_stream("libopus", rate=sr)
-        st.bit_rate = kbps * 1000
-        st.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
-        frame.sample_rate = sr
-        for p in st.encode(frame):
-            out.mux(p)
-        for p in st.encode(None):
-            out.mux(p)
-    buf.seek(0)
-    chunks = []
-    dec_rate = sr
-    with av.open(buf, "r") as inp:
-        for fr in inp.decode(audio=0):
-            a = fr.to_ndarray().reshape(-1)
-            dec_rate = fr.sample_rate
-            chunks.append(a.astype(np.float32) / (32768.0 if a.dtype == np.int16 else 1.0))
-    y = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if dec_rate != sr:  # ffmpeg's Opus decoder always outputs 48 kHz
-        y = _resample(y, dec_rate, sr)
-    y = y[: len(x)]
-    return np.pad(y, (0, len(x) - len(y))).astype(np.float32)
-
-
-def _noise(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
-    if kind == "hum":
-        t = np.arange(n) / sr
-        f0 = rng.choice([50.0, 60.0])
-        y = sum(np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k for k in range(1, 6))
-        return (y + 0.1 * rng.standard_normal(n)).astype(np.float32)
-    w = rng.standard_normal(n)
-    if kind == "white":
-        return w.astype(np.float32)
-    spec = np.fft.rfft(w)
-    f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 20.0)
-    spec /= np.sqrt(f) if kind == "pink" else f
-    return np.fft.irfft(spec, n).astype(np.float32)
-
-
-def augment(x: np.ndarray, sr: int, a: dict) -> np.ndarray:
-    """Float audio at ``sr`` -> augmented float audio at 16 kHz (same duration)."""
-    from scipy.signal import fftconvolve
-
-    rng = np.random.default_rng(a.get("seed", 0))
-    if a.get("reverb"):
-        h = synthetic_rir(rng, sr, a["rt60"], a["drr_db"])
-        x = fftconvolve(x, h)[: len(x)].astype(np.float32)
-    if a.get("via_rate"):
-        x = _resample(x, sr, a["via_rate"])
-        sr = a["via_rate"]
-    x = _resample(x, sr, SAMPLE_RATE)
-    if a.get("opus_kbps"):
-        x = opus_roundtrip(x, SAMPLE_RATE, a["opus_kbps"])
-    if a.get("noise"):
-        nz = _noise(rng, a["noise"], len(x), SAMPLE_RATE)
-        ps = float(np.mean(x ** 2)) + 1e-12
-        pn = float(np.mean(nz ** 2)) + 1e-12
-        x = x + nz * np.sqrt(ps / pn / 10 ** (a["snr_db"] / 10))
-    peak = float(np.max(np.abs(x))) + 1e-9
-    x = x / peak * 0.5 * 10 ** (a.get("gain_db", 0.0) / 20)
-    if a.get("clip"):
-        x = x * 10 ** (12 / 20)
-    x = np.clip(x, -1.0, 32767 / 32768)
-    return (np.round(x * 32768) / 32768).astype(np.float32)
 
 
 def render(spec: UttSpec, engine=None) -> tuple[np.ndarray, np.ndarray]:
@@ -260,9 +150,10 @@ def render(spec: UttSpec, engine=None) -> tuple[np.ndarray, np.ndarray]:
     lead, tail = int(spec.lead_s * sr), int(spec.tail_s * sr)
     x = np.concatenate([np.zeros(lead, np.float32), sp.pcm.astype(np.float32) / 32768.0,
                         np.zeros(tail, np.float32)])
-    y = augment(x, sr, spec.aug)
+    y, k = aug_mod.augment(x, sr, spec.aug)
     off = lead / sr
-    phs = [TimedPhoneme(p.phoneme, p.start_s + off, p.end_s + off, p.viseme) for p in sp.phonemes]
+    phs = [TimedPhoneme(p.phoneme, (p.start_s + off) * k, (p.end_s + off) * k, p.viseme)
+           for p in sp.phonemes]
     labels = viseme_ids_from_phonemes(phs, len(y) / SAMPLE_RATE, FRAME_RATE)
     return y, labels
 
@@ -288,42 +179,117 @@ def iter_split(split: str, seconds: float, seed: int, aug: AugmentConfig | None 
             yield spec, x, labels
 
 
-def build(out: Path, split: str, hours: float, seed: int, aug: AugmentConfig | None = None,
-          progress: bool = True) -> Path:
-    """Synthesise a split and save ``{split}.npz``: feats (T, 80) float16, labels (T,) int8,
-    offsets (U+1,) per utterance, and ``{split}.json`` with each utterance's spec."""
+def _write(out: Path, name: str, items, meta: dict) -> Path:
+    """Save ``{name}.npz``: feats (T, 80) float16 log-mel, labels (T,) int8, offsets (U+1,) per
+    utterance; and ``{name}.json``: ``meta`` + each utterance's spec."""
     out.mkdir(parents=True, exist_ok=True)
     feats, labels, offsets, specs = [], [], [0], []
-    for spec, x, lab in iter_split(split, hours * 3600, seed, aug, progress):
+    for spec, x, lab in items:
         f = logmel(x)
         n = min(len(f), len(lab))
         feats.append(f[:n].astype(np.float16))
         labels.append(lab[:n].astype(np.int8))
         offsets.append(offsets[-1] + n)
-        specs.append(asdict(spec))
-    path = out / f"{split}.npz"
+        specs.append(spec)
+    path = out / f"{name}.npz"
     np.savez(path, feats=np.concatenate(feats), labels=np.concatenate(labels),
              offsets=np.asarray(offsets, np.int64))
-    (out / f"{split}.json").write_text(json.dumps({"seed": seed, "hours": hours,
-                                                   "version": DATA_VERSION,
-                                                   "utterances": specs}, ensure_ascii=False))
-    log.info("corpus_written", split=split, path=str(path), utterances=len(specs),
+    (out / f"{name}.json").write_text(json.dumps({**meta, "version": DATA_VERSION,
+                                                  "utterances": specs}, ensure_ascii=False))
+    log.info("corpus_written", split=name, path=str(path), utterances=len(specs),
              frames=int(offsets[-1]))
     return path
 
 
+def build(out: Path, split: str, hours: float, seed: int, aug: AugmentConfig | None = None,
+          progress: bool = True) -> Path:
+    """Synthesise an espeak-ng split into ``{split}.npz`` / ``{split}.json``."""
+    items = ((asdict(spec), x, lab) for spec, x, lab in
+             iter_split(split, hours * 3600, seed, aug, progress))
+    return _write(out, split, items, {"seed": seed, "hours": hours})
+
+
+KOKORO_SPLITS = ("kokoro_train", "kokoro_val")
+
+
+def _augment_kokoro(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One augmented copy of one cached Kokoro utterance (runs in a worker process)."""
+    from avatar_pipeline.visemes import kokoro_data
+
+    spec, pcm, phs, seed, split, c, aug = job
+    rng = np.random.default_rng([seed, 100 + KOKORO_SPLITS.index(split), spec["index"], c])
+    a = aug_mod.sample(rng, aug)
+    y, k = aug_mod.augment(pcm.astype(np.float32) / 32768.0, kokoro_data.SAMPLE_RATE, a)
+    tp = [TimedPhoneme("", s0 * k, s1 * k, VISEMES[v]) for s0, s1, v in phs]
+    labels = viseme_ids_from_phonemes(tp, len(y) / SAMPLE_RATE, FRAME_RATE)
+    return {**spec, "copy": c, "aug": a}, y, labels
+
+
+def iter_kokoro(paths: list[Path], split: str, seed: int, copies: int,
+                aug: AugmentConfig | None = None, progress: bool = True, workers: int = 1):
+    """Cached Kokoro utterances, ``copies`` augmented versions of each -> (spec, audio16k,
+    labels), in order and deterministic from (seed, split, utterance, copy) whatever
+    ``workers`` is."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    from avatar_pipeline.visemes import kokoro_data
+
+    aug = aug if aug is not None else AugmentConfig()
+    jobs = [(spec, pcm, phs, seed, split, c, aug)
+            for spec, pcm, phs in kokoro_data.load(paths) for c in range(copies)]
+    bar = tqdm(total=len(jobs), desc=f"augment {split}", disable=not progress, mininterval=5)
+    if workers <= 1:
+        for j in jobs:
+            bar.update()
+            yield _augment_kokoro(j)
+    else:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for item in pool.imap(_augment_kokoro, jobs, chunksize=4):
+                bar.update()
+                yield item
+    bar.close()
+
+
+def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2,
+                 workers: int = 2, progress: bool = True) -> Path:
+    """Kokoro speech (generated once into ``out/kokoro``, reused) -> ``{split}.npz``."""
+    from avatar_pipeline.visemes import kokoro_data
+
+    raw = split.removeprefix("kokoro_")
+    paths = kokoro_data.generate(out, raw, hours, seed, workers, progress)
+    return _write(out, split, iter_kokoro(paths, split, seed, copies, progress=progress,
+                                          workers=workers),
+                  {"seed": seed, "hours": hours, "copies": copies})
+
+
 def main(argv: list[str] | None = None) -> None:
+    import time
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--hours", type=float, default=1.0, help="hours of training audio")
+    ap.add_argument("--hours", type=float, default=1.0, help="hours of espeak-ng training audio")
+    ap.add_argument("--kokoro-hours", type=float, default=0.0,
+                    help="hours of Kokoro training speech (generated once, cached)")
+    ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", choices=[*SPLITS, "all"], default="all")
+    ap.add_argument("--split", choices=[*SPLITS, *KOKORO_SPLITS, "all"], default="all")
     ap.add_argument("--eval-hours", type=float, default=0.1, help="hours per non-train split")
+    ap.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                    help="processes generating Kokoro speech")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    splits = SPLITS if args.split == "all" else (args.split,)
+    t0 = time.time()
+    splits = [*SPLITS, *(KOKORO_SPLITS if args.kokoro_hours else ())] \
+        if args.split == "all" else [args.split]
     for s in splits:
-        build(args.out, s, args.hours if s == "train" else args.eval_hours, args.seed)
+        if s in KOKORO_SPLITS:
+            hours = args.kokoro_hours if s == "kokoro_train" else args.eval_hours / 2
+            build_kokoro(args.out, s, hours, args.seed, args.copies, args.workers)
+        else:
+            build(args.out, s, args.hours if s == "train" else args.eval_hours, args.seed)
+    log.info("corpus_done", seconds=round(time.time() - t0), out=str(args.out))
 
 
 if __name__ == "__main__":
