@@ -208,3 +208,68 @@ def logmel(x16k: np.ndarray) -> np.ndarray:
     """Offline log-mel of 16 kHz float audio: ``floor(len/160)`` frames (a trailing partial hop
     is dropped; pad the audio to keep it)."""
     return StreamingLogMel().push(x16k)
+
+
+# --- speaker- and channel-independent features: causal running mean normalisation ---------
+
+class RunningNorm:
+    """Causal per-stream mean normalisation of log-mel (cepstral mean normalisation, run
+    forward in time): ``out_t = x_t - m_t`` with
+
+        m_t = S_t / W_t,  S_t = lam * S_{t-1} + w_t * x_t,  W_t = lam * W_{t-1} + w_t,
+        lam = 1 - 1 / tau,  S_0 = prior * mean0,  W_0 = prior
+
+    ``w_t`` is 0 for digital silence and 1 once a frame's total power is 2 nats above it, so
+    the mean follows what is heard, not the zeros between segments. In the log domain the
+    mean carries the microphone's and room's colouring, the input gain and much of the
+    speaker's average spectrum (vocal-tract length, breathiness); subtracting it leaves what
+    changes from sound to sound. ``mean0`` (the training data's mean), worth ``prior`` frames,
+    stands in before anything is heard and fades like any other frame. Both sums are
+    constant-coefficient IIR filters
+    (``scipy.signal.lfilter`` with carried state), so streaming in chunks of any size gives
+    exactly the offline result.
+    """
+
+    def __init__(self, mean0: np.ndarray, tau_frames: float = 300.0, prior: float = 30.0,
+                 floor: float = -7.5) -> None:
+        self.mean0 = np.asarray(mean0, np.float64).reshape(N_MELS)
+        self.lam = 1.0 - 1.0 / float(tau_frames)
+        self.prior = float(prior)
+        self.floor = float(floor)
+        self.reset()
+
+    def reset(self) -> None:
+        # lfilter's state is lam * (the previous output): the prior is the output before t=0
+        self._s = self.lam * self.prior * self.mean0[None, :]
+        self._w = np.array([self.lam * self.prior])
+
+    def weights(self, feats: np.ndarray) -> np.ndarray:
+        m = feats.max(axis=1)
+        power = m + np.log(np.exp(feats - m[:, None]).sum(axis=1))
+        return np.clip((power - self.floor) / 2.0, 0.0, 1.0)
+
+    def push(self, feats: np.ndarray) -> np.ndarray:
+        from scipy.signal import lfilter
+
+        x = np.asarray(feats, np.float64)
+        if len(x) == 0:
+            return np.zeros((0, N_MELS), np.float32)
+        w = self.weights(x)
+        b, a = [1.0], [1.0, -self.lam]
+        s, self._s = lfilter(b, a, w[:, None] * x, axis=0, zi=self._s)
+        ww, self._w = lfilter(b, a, w, zi=self._w)
+        mean = (s + 1e-6 * self.mean0) / (ww[:, None] + 1e-6)  # W fades in long silences
+        return (x - mean).astype(np.float32)
+
+    @classmethod
+    def from_meta(cls, meta: dict | None) -> RunningNorm | None:
+        """The normalisation a model was trained with (``visemes.json``), or None."""
+        if not meta or meta.get("kind") != "running_mean":
+            return None
+        return cls(np.asarray(meta["mean0"]), meta["tau_frames"], meta["prior_frames"],
+                   meta["floor"])
+
+    def meta(self) -> dict:
+        return {"kind": "running_mean", "tau_frames": 1.0 / (1.0 - self.lam),
+                "prior_frames": self.prior, "floor": self.floor,
+                "mean0": [round(float(v), 5) for v in self.mean0]}

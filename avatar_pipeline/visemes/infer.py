@@ -33,6 +33,7 @@ from avatar_pipeline.features import (
     HOP,
     N_MELS,
     SAMPLE_RATE,
+    RunningNorm,
     StreamingLogMel,
     StreamingResampler,
     check_rate,
@@ -79,6 +80,8 @@ class VisemeModel:
         self.channels = int(self.meta.get("channels", st[1]))
         self.state_size = int(self.meta.get("state_size", st[2]))
         self.lookahead = int(self.meta.get("lookahead_frames", 5))
+        # the per-stream feature normalisation the model was trained with (None: raw log-mel)
+        self.normalisation: dict | None = self.meta.get("normalisation")
 
     def zero_state(self, n: int = 1) -> np.ndarray:
         return np.zeros((n, self.channels, self.state_size), np.float32)
@@ -168,6 +171,7 @@ class StreamingVisemes:
         self._sr: int | None = None
         self._resampler: StreamingResampler | None = None
         self._mel = StreamingLogMel()
+        self._norm = RunningNorm.from_meta(self.model.normalisation)
         self._state = self.model.zero_state(1)
         self._steps = 0  # model steps run (feature frames consumed)
         self._agg = _FrameAggregator(self.fps)
@@ -202,11 +206,12 @@ class StreamingVisemes:
         return self._track_silence(self._mel.push(x16))
 
     def _track_silence(self, feats: np.ndarray) -> np.ndarray:
+        """Note which new frames are digital silence, then normalise them for the model."""
         if len(feats):
             m = feats.max(axis=1)
             power = m + np.log(np.exp(feats - m[:, None]).sum(axis=1))
             self._silent.extend((power < SILENCE_LOG_POWER).tolist())
-        return feats
+        return self._norm.push(feats) if self._norm is not None else feats
 
     def consume(self, probs: np.ndarray, limit: int | None = None) -> np.ndarray:
         """Model output rows for the features given (in order) -> new video frames."""

@@ -1,14 +1,18 @@
-"""Train the viseme model from scratch on espeak-ng speech, export ONNX, write a report.
+"""Train the viseme model from scratch on espeak-ng and Kokoro speech, export ONNX, report.
 
-    python -m avatar_pipeline.visemes.train            # defaults fit ~20 min on one CPU core
+    python -m avatar_pipeline.visemes.train     # corpus (cached) + training, CPU or GPU
 
-Steps: synthesise the corpus (``avatar_pipeline.visemes.data``; reused if ``--data`` already
-holds it), fit feature mean/std, train the causal TCN with AdamW + cosine LR on random 4 s crops
-(light SpecAugment), keep the checkpoint with the best validation frame accuracy, export it to
-``avatar_pipeline/visemes/weights/visemes.onnx`` (+ ``visemes.json``), and write
-``benchmarks/results/viseme_train/{metrics.json, report.png}``: loss curves, validation accuracy,
-the confusion matrix and per-split accuracy / macro-F1 on held-out voices and held-out style.
-Deterministic for a seed on one thread (wall-clock cap aside).
+Steps: build the corpus (``avatar_pipeline.visemes.data``: espeak-ng splits, and Kokoro speech
+generated once into ``--data``/kokoro and augmented; everything reused when current), fit the
+running normalisation's starting mean and the feature scale, train the causal TCN with AdamW +
+one-cycle LR on random 4 s crops (a Kokoro crop with probability ``--p-kokoro``; light
+SpecAugment), keep the checkpoint with the best validation frame accuracy (training speakers,
+held-out sentences), export it to ``avatar_pipeline/visemes/weights/visemes.onnx``
+(+ ``visemes.json``) and write ``benchmarks/results/viseme_train/{metrics.json, report.png}``:
+loss curves, validation accuracy, the confusion matrix, per-split accuracy / macro-F1.
+Nothing reserved for evaluation is read (the Piper voice, Kokoro's held-out speakers, the
+evaluation sentences, human speech). Deterministic for a seed on one thread (wall-clock cap
+aside); runs on a CUDA GPU when torch sees one.
 """
 
 from __future__ import annotations
@@ -52,19 +56,31 @@ def _load(path: Path):
     return d["feats"], d["labels"].astype(np.int64), d["offsets"]
 
 
-def predict_utterances(net, feats, offsets, lookahead: int, chunk: int = 4000):
-    """Run the torch net over each utterance (zero state, padded with lookahead frames of
-    silence features) and return predicted ids aligned with the labels."""
+def normalised(feats: np.ndarray, offsets: np.ndarray, norm, pad: int = 0) -> list[np.ndarray]:
+    """Each utterance's raw log-mel (plus ``pad`` frames of digital silence) through a fresh
+    running normalisation, as a stream sees it."""
+    sil = np.full((pad, feats.shape[1]), np.log(1e-6), np.float32)
+    out = []
+    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
+        f = np.concatenate([feats[a:b].astype(np.float32), sil])
+        if norm is not None:
+            norm.reset()
+            f = norm.push(f)
+        out.append(f)
+    return out
+
+
+def predict_utterances(net, utts: list[np.ndarray], lookahead: int, device="cpu"):
+    """Run the torch net over each (normalised, lookahead-padded) utterance from a zero state;
+    returns predicted ids aligned with the labels."""
     import torch
 
     preds = []
-    sil_feat = np.log(1e-6)
     with torch.no_grad():
-        for a, b in zip(offsets[:-1], offsets[1:], strict=True):
-            f = np.concatenate([feats[a:b].astype(np.float32),
-                                np.full((lookahead, feats.shape[1]), sil_feat, np.float32)])
-            logits, _ = net(torch.from_numpy(f)[None], net.zero_state(1))
-            preds.append(logits[0, lookahead:].argmax(-1).numpy())
+        for f in utts:
+            x = torch.from_numpy(f)[None].to(device)
+            logits, _ = net(x, net.zero_state(1).to(device))
+            preds.append(logits[0, lookahead:].argmax(-1).cpu().numpy())
     return np.concatenate(preds)
 
 
@@ -127,19 +143,54 @@ def _plot(report: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def _corpus(args) -> float:
+    """Build whatever part of the corpus is missing or stale; returns seconds spent."""
+    from avatar_pipeline.visemes import data as vdata
+
+    t0 = time.time()
+    want = {"train": args.hours, "val": args.eval_hours, "heldout_voices": args.eval_hours,
+            "heldout_style": args.eval_hours}
+    if args.kokoro_hours:
+        want |= {"kokoro_train": args.kokoro_hours, "kokoro_val": args.eval_hours / 2}
+    for split, hours in want.items():
+        meta = args.data / f"{split}.json"
+        info = json.loads(meta.read_text())if meta.exists() else {}
+        ok = (args.data / f"{split}.npz").exists() and info.get("hours") == hours \
+            and info.get("seed") == args.seed and info.get("version") == vdata.DATA_VERSION \
+            and info.get("copies", args.copies) == args.copies
+        if ok:
+            continue
+        if split.startswith("kokoro_"):
+            vdata.build_kokoro(args.data, split, hours, args.seed, args.copies, args.workers)
+        else:
+            vdata.build(args.data, split, hours, args.seed)
+    return time.time() - t0
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="Train the viseme model from scratch")
     ap.add_argument("--data", type=Path, default=REPO / ".cache" / "viseme_data")
-    ap.add_argument("--hours", type=float, default=5.0)
+    ap.add_argument("--hours", type=float, default=3.0, help="hours of espeak-ng training audio")
+    ap.add_argument("--kokoro-hours", type=float, default=1.5,
+                    help="hours of Kokoro training speech (0: espeak-ng only)")
+    ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
+    ap.add_argument("--p-kokoro", type=float, default=0.6,
+                    help="share of training crops taken from Kokoro speech")
     ap.add_argument("--eval-hours", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=400, help="frames (10 ms) per training crop")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--max-minutes", type=float, default=30.0,
-                    help="wall-clock cap for the training loop (synthesis not included)")
+    ap.add_argument("--channels", type=int, default=160)
+    ap.add_argument("--dilations", default="1,2,4,8,16,1,2,4,8,16")
+    ap.add_argument("--norm-tau", type=float, default=300.0,
+                    help="running normalisation time constant (10 ms frames); 0 = off")
+    ap.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1))
+    ap.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                    help="processes generating Kokoro speech")
+    ap.add_argument("--max-minutes", type=float, default=90.0,
+                    help="wall-clock cap for the training loop (corpus not included)")
     ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--report", type=Path, default=REPO / "benchmarks" / "results" /
                     "viseme_train")
@@ -150,40 +201,55 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from avatar_pipeline.visemes import data as vdata
+    from avatar_pipeline.features import RunningNorm
     from avatar_pipeline.visemes.model import LOOKAHEAD, CausalTCN, n_params
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     t_start = time.time()
 
     # 1. data
-    for split in vdata.SPLITS:
-        p = args.data / f"{split}.npz"
-        meta = args.data / f"{split}.json"
-        hours = args.hours if split == "train" else args.eval_hours
-        info = json.loads(meta.read_text()) if meta.exists() else {}
-        ok = p.exists() and info.get("hours") == hours and info.get("seed") == args.seed \
-            and info.get("version") == vdata.DATA_VERSION
-        if not ok:
-            vdata.build(args.data, split, hours, args.seed)
-    t_data = time.time() - t_start
-    tr_f, tr_y, _ = _load(args.data / "train.npz")
-    va_f, va_y, va_off = _load(args.data / "val.npz")
-    log.info("data_ready", train_frames=len(tr_y), val_frames=len(va_y), seconds=round(t_data))
+    t_data = _corpus(args)
+    sources = [_load(args.data / "train.npz")]
+    if args.kokoro_hours:
+        sources.append(_load(args.data / "kokoro_train.npz"))
+    val_names = ["val", *(["kokoro_val"] if args.kokoro_hours else [])]
+    # the running normalisation starts from the training data's mean of heard frames
+    raw = np.concatenate([f[:: max(1, len(f) // 100000)] for f, _, _ in sources])
+    raw = raw.astype(np.float32)
+    norm = None
+    if args.norm_tau > 0:
+        probe = RunningNorm(np.zeros(raw.shape[1]))
+        heard = probe.weights(raw) > 0.5
+        norm = RunningNorm(raw[heard].mean(0), tau_frames=args.norm_tau)
+    train = []
+    for f, y, off in sources:
+        train.append((np.concatenate(normalised(f, off, norm)), y))
+    val = {}
+    for name in val_names:
+        f, y, off = _load(args.data / f"{name}.npz")
+        val[name] = (normalised(f, off, norm, pad=LOOKAHEAD), y)
+    log.info("data_ready", train_frames=[len(y) for _, y in train],
+             val_frames={k: len(v[1]) for k, v in val.items()}, seconds=round(t_data))
 
     # 2. model
-    net = CausalTCN()
-    sub = tr_f[:: max(1, len(tr_f) // 200000)].astype(np.float32)
-    net.mean.copy_(torch.from_numpy(sub.mean(0)))
-    net.std.copy_(torch.from_numpy(sub.std(0) + 1e-3))
+    dil = tuple(int(d) for d in args.dilations.split(","))
+    net = CausalTCN(channels=args.channels, dilations=dil)
+    allf = np.concatenate([f[:: max(1, len(f) // 100000)] for f, _ in train])
+    net.mean.copy_(torch.from_numpy(allf.mean(0)))
+    net.std.copy_(torch.from_numpy(allf.std(0) + 1e-3))
+    net.to(device)
     params = n_params(net)
-    log.info("model", params=params, lookahead_ms=LOOKAHEAD * 10)
+    log.info("model", params=params, lookahead_ms=LOOKAHEAD * 10, channels=args.channels,
+             dilations=dil, device=device)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps,
                                                 pct_start=0.05)
     rng = np.random.default_rng(args.seed)
     L, C, B = LOOKAHEAD, args.crop, args.batch
+    p_src = np.array([1.0 - args.p_kokoro, args.p_kokoro][:len(train)])
+    p_src /= p_src.sum()
     hist = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "val_acc": []}
     best = (-1.0, None, 0)
     run_loss = []
@@ -192,18 +258,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     step = 0
     capped = False
-    for step in tqdm(range(1, args.steps + 1), desc="train", mininterval=5):
-        starts = rng.integers(0, len(tr_y) - C - 1, size=B)
-        idx = starts[:, None] + np.arange(C)[None, :]
-        x = torch.from_numpy(tr_f[idx].astype(np.float32))
-        y = torch.from_numpy(tr_y[idx])
-        # SpecAugment-lite: one frequency band masked to the utterance mean in half the crops
+    for step in tqdm(range(1, args.steps + 1), desc="train", mininterval=10):
+        src = rng.choice(len(train), size=B, p=p_src)
+        xs, ys = [], []
+        for k in src:
+            f, y = train[k]
+            a = int(rng.integers(0, len(y) - C - 1))
+            xs.append(f[a:a + C])
+            ys.append(y[a:a + C])
+        x = torch.from_numpy(np.stack(xs).astype(np.float32))
+        y = torch.from_numpy(np.stack(ys))
+        # SpecAugment-lite: one frequency band masked to the mean in half the crops
         for i in np.nonzero(rng.random(B) < 0.5)[0]:
             w = int(rng.integers(1, 9))
             f0 = int(rng.integers(0, 80 - w))
-            x[i, :, f0:f0 + w] = net.mean[f0:f0 + w]
+            x[i, :, f0:f0 + w] = net.mean[f0:f0 + w].cpu()
+        x, y = x.to(device), y.to(device)
         net.train()
-        logits, _ = net(x, net.zero_state(B))
+        logits, _ = net(x, net.zero_state(B).to(device))
         loss = F.cross_entropy(logits[:, L:].reshape(-1, 15), y[:, :C - L].reshape(-1),
                                label_smoothing=0.05)
         opt.zero_grad()
@@ -219,56 +291,68 @@ def main(argv: list[str] | None = None) -> dict:
         over = (time.time() - t_train) > args.max_minutes * 60
         if step % args.val_every == 0 or step == args.steps or over:
             net.eval()
-            pred = predict_utterances(net, va_f, va_off, L)
-            acc = float((pred == va_y).mean())
+            correct = total = 0
+            vl = []
             with torch.no_grad():
-                vl = []
-                for a, b in zip(va_off[:-1][:40], va_off[1:][:40], strict=True):
-                    lg, _ = net(torch.from_numpy(va_f[a:b].astype(np.float32))[None],
-                                net.zero_state(1))
-                    if b - a > L:
-                        vl.append(float(F.cross_entropy(lg[0, L:], torch.from_numpy(
-                            va_y[a:b - L]))))
+                for utts, vy in val.values():
+                    pred = predict_utterances(net, utts, L, device)
+                    correct += int((pred == vy).sum())
+                    total += len(vy)
+                    off = 0
+                    for f in utts[:40]:
+                        n = len(f) - L
+                        lg, _ = net(torch.from_numpy(f)[None].to(device),
+                                    net.zero_state(1).to(device))
+                        vl.append(float(F.cross_entropy(
+                            lg[0, L:], torch.from_numpy(vy[off:off + n]).to(device))))
+                        off += n
+            acc = correct / max(total, 1)
             hist["val_step"].append(step)
             hist["val_loss"].append(float(np.mean(vl)))
             hist["val_acc"].append(acc)
-            log.info("val", step=step, acc=round(acc, 4), loss=round(hist["val_loss"][-1], 4))
+            log.info("val", step=step, acc=round(acc, 4), loss=round(hist["val_loss"][-1], 4),
+                     minutes=round((time.time() - t_train) / 60, 1))
             if acc > best[0]:
-                best = (acc, {k: v.clone() for k, v in net.state_dict().items()}, step)
+                best = (acc, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+                        step)
         if over:
             capped = True
             log.warning("train_time_cap", step=step, minutes=args.max_minutes)
             break
     train_s = time.time() - t_train
+    net.cpu()
     net.load_state_dict(best[1])
     net.eval()
 
-    # 3. held-out evaluation (torch, same as the ONNX up to float error)
+    # 3. evaluation on the splits the corpus holds (torch; the ONNX agrees to float error)
     splits = {}
-    for split in ("val", "heldout_voices", "heldout_style"):
+    for split in ("val", "heldout_voices", "heldout_style", *val_names[1:]):
         f, y, off = _load(args.data / f"{split}.npz")
-        splits[split] = frame_metrics(predict_utterances(net, f, off, L), y)
+        splits[split] = frame_metrics(predict_utterances(
+            net, normalised(f, off, norm, pad=L), L), y)
         log.info("split", split=split, acc=round(splits[split]["frame_accuracy"], 4),
                  macro_f1=round(splits[split]["macro_f1"], 4))
 
     # 4. export
     meta = {
-        "format": "avatar-fleet viseme model v1",
-        "inputs": {"feats": "(N, T, 80) log-mel, 16 kHz, 25 ms window, 10 ms hop (features.py)",
+        "format": "avatar-fleet viseme model v2",
+        "inputs": {"feats": "(N, T, 80) log-mel, 16 kHz, 25 ms window, 10 ms hop (features.py), "
+                            "after the running normalisation below",
                    "state": "(N, C, S) carried between calls; zeros to start"},
         "outputs": {"probs": "(N, T, 15) softmax; step t is frame t - lookahead",
                     "new_state": "(N, C, S)"},
-        "channels": net.channels, "state_size": net.state_size(), "lookahead_frames": L,
-        "hop_ms": 10, "params": params, "seed": args.seed, "steps": step,
-        "train_hours": args.hours, "best_step": best[2],
-        "val_frame_accuracy": splits["val"]["frame_accuracy"],
-        "heldout_voices_frame_accuracy": splits["heldout_voices"]["frame_accuracy"],
-        "heldout_style_frame_accuracy": splits["heldout_style"]["frame_accuracy"],
+        "normalisation": norm.meta() if norm is not None else None,
+        "channels": net.channels, "dilations": list(dil), "state_size": net.state_size(),
+        "lookahead_frames": L, "hop_ms": 10, "params": params, "seed": args.seed,
+        "steps": step, "train_hours": {"espeak": args.hours, "kokoro": args.kokoro_hours,
+                                       "kokoro_copies": args.copies},
+        "best_step": best[2],
+        **{f"{k}_frame_accuracy": v["frame_accuracy"] for k, v in splits.items()},
     }
     export_onnx(net, args.weights, meta)
 
     report = {
-        "machine": machine(), "threads": args.threads, "params": params,
+        "machine": machine(), "threads": args.threads, "device": device, "params": params,
         "lookahead_ms": L * 10, "data_seconds": round(t_data, 1),
         "train_seconds": round(train_s, 1), "total_seconds": round(time.time() - t_start, 1),
         "steps": step, "capped_by_time": capped, "best_step": best[2], "args": {

@@ -84,3 +84,28 @@ def test_to_float_and_rates():
         to_float(np.array(["a", "b"]))
     with pytest.raises(ValueError):
         to_float(np.zeros((2, 2, 2)))
+
+
+def test_running_norm_streams_exactly_and_removes_gain_and_colouring():
+    from avatar_pipeline.features import RunningNorm, logmel
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(16000 * 6) * np.repeat(rng.uniform(0.02, 0.3, 60), 1600)
+         ).astype(np.float32)
+    f = logmel(x)
+    norm = RunningNorm(f.mean(axis=0), tau_frames=100)
+    whole = norm.push(f)
+    norm.reset()
+    parts = np.concatenate([norm.push(f[i:i + 7]) for i in range(0, len(f), 7)])
+    np.testing.assert_array_equal(whole, parts)
+    # a quieter, tilted copy (gain and a fixed EQ are constants per bin in the log domain)
+    tilt = np.linspace(-2.0, 1.0, f.shape[1]).astype(np.float32)
+    norm.reset()
+    moved = norm.push(f + tilt - 3.0)
+    late = slice(400, None)  # once the running mean has forgotten its starting point
+    assert np.abs(moved[late] - whole[late]).max() < 0.05
+    assert np.abs((f + tilt - 3.0)[late] - f[late]).max() > 2.0
+    # digital silence does not drag the mean: it stays where it was
+    norm.reset()
+    sil = np.full((50, f.shape[1]), np.log(1e-6), np.float32)
+    np.testing.assert_allclose(norm.push(sil), sil - norm.mean0, atol=1e-4)
