@@ -270,6 +270,6 @@ class RunningNorm:
                    meta["floor"])
 
     def meta(self) -> dict:
-        return {"kind": "running_mean", "tau_frames": 1.0 / (1.0 - self.lam),
+        return {"kind": "running_mean", "tau_frames": round(1.0 / (1.0 - self.lam), 6),
                 "prior_frames": self.prior, "floor": self.floor,
                 "mean0": [round(float(v), 5) for v in self.mean0]}

@@ -39,7 +39,7 @@ from functools import cache
 
 import numpy as np
 
-from avatar_pipeline.tts.aligned import Token, timed_phonemes
+from avatar_pipeline.tts.aligned import Token, refine_pauses, timed_phonemes
 from avatar_pipeline.tts.espeak import Clause, EspeakEngine
 from avatar_pipeline.tts.types import Speech
 from avatar_pipeline.visemes.maps import ipa_symbol_viseme
@@ -204,12 +204,17 @@ class KokoroEngine:
         return audio, frames
 
     def synthesize(self, text: str, language: str = "en",
-                   voice: str | np.ndarray = "jf_alpha", speed: float = 1.0) -> Speech:
+                   voice: str | np.ndarray = "jf_alpha", speed: float = 1.0,
+                   refine: bool = True) -> Speech:
+        """``refine``: pause edges moved to where the sound starts and stops
+        (``aligned.refine_pauses``); False gives the graph's durations as they are."""
         style = base_styles()[voice] if isinstance(voice, str) else voice
         toks = self.tokens(text, language)
         audio, frames = self.run(toks, style, speed)
         padded = [Token("^", "pause"), *toks, Token("$", "pause")]
         phs = timed_phonemes(padded, frames, SAMPLES_PER_FRAME, SAMPLE_RATE)
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+        if refine:
+            phs = refine_pauses(phs, pcm, SAMPLE_RATE)
         return Speech(pcm=pcm, sample_rate=SAMPLE_RATE, phonemes=phs, text=text,
                       language=language, voice=voice if isinstance(voice, str) else "mix")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar_pipeline.tts.aligned import Token, timed_phonemes
+from avatar_pipeline.tts.aligned import Token, refine_pauses, timed_phonemes
 from avatar_pipeline.tts.espeak import Clause, EspeakEngine
 from avatar_pipeline.tts.types import Speech
 from avatar_pipeline.visemes.maps import ipa_symbol_viseme
@@ -125,7 +125,10 @@ class PiperEngine:
         return clause_tokens(self.espeak.phonemize_clauses(text, self.espeak_voice, ipa=True),
                              self.id_map, self.espeak_voice)
 
-    def synthesize(self, text: str, style: PiperStyle | None = None) -> Speech:
+    def synthesize(self, text: str, style: PiperStyle | None = None,
+                   refine: bool = True) -> Speech:
+        """``refine``: pause edges moved to where the sound starts and stops
+        (``aligned.refine_pauses``); False gives the graph's durations as they are."""
         style = style or PiperStyle()
         toks = self.tokens(text)
         ids = np.array([[self.id_map[t.symbol][0] for t in toks]], np.int64)
@@ -143,5 +146,7 @@ class PiperEngine:
                                f"audio has {len(audio)}")
         phs = timed_phonemes(toks, frames, HOP, self.sample_rate)
         pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+        if refine:
+            phs = refine_pauses(phs, pcm, self.sample_rate)
         return Speech(pcm=pcm, sample_rate=self.sample_rate, phonemes=phs, text=text,
                       language=self.language, voice=f"{self.name}/{style.name}")

@@ -210,6 +210,7 @@ def build(out: Path, split: str, hours: float, seed: int, aug: AugmentConfig | N
 
 
 KOKORO_SPLITS = ("kokoro_train", "kokoro_val")
+KOKORO_LABELS = 2  # bump when Kokoro's labels change (2: pause edges refined to the sound)
 
 
 def _augment_kokoro(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -261,7 +262,7 @@ def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2
     paths = kokoro_data.generate(out, raw, hours, seed, workers, progress)
     return _write(out, split, iter_kokoro(paths, split, seed, copies, progress=progress,
                                           workers=workers),
-                  {"seed": seed, "hours": hours, "copies": copies})
+                  {"seed": seed, "hours": hours, "copies": copies, "labels": KOKORO_LABELS})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -106,13 +106,14 @@ def _init_worker() -> None:
 
 
 def render(s: KokoroSpec, engine=None):
-    """One utterance -> (int16 audio at 24 kHz, [(start_s, end_s, viseme id)])."""
+    """One utterance -> (int16 audio at 24 kHz, [(start_s, end_s, viseme id)]) with the
+    graph's own durations (the cache keeps them as they are; ``load`` refines them)."""
     from avatar_pipeline.tts.kokoro import base_styles
 
     engine = engine or _ENGINE
     style = s.speaker.style(base_styles(), speakers.names(
         "heldout" if s.split == "heldout" else "train"))
-    sp = engine.synthesize(s.text, s.language, voice=style, speed=s.speed)
+    sp = engine.synthesize(s.text, s.language, voice=style, speed=s.speed, refine=False)
     return sp.pcm, [(p.start_s, p.end_s, VISEME_INDEX[p.viseme]) for p in sp.phonemes]
 
 
@@ -171,13 +172,20 @@ def generate(out: Path, split: str, hours: float, seed: int, workers: int = 2,
             if done >= target:
                 pool.terminate()  # shards in flight are not needed (and not half-written)
                 break
+    for tmp in (out / "kokoro").glob("*.tmp*.npz"):  # what terminated workers left half-written
+        tmp.unlink(missing_ok=True)
     log.info("kokoro_split_ready", split=split, shards=len(paths), seconds=round(done),
              wall_seconds=round(time.time() - t0))
     return paths
 
 
-def load(paths: list[Path]):
-    """Yield (spec dict, int16 audio at 24 kHz, [(start_s, end_s, viseme id)]) per utterance."""
+def load(paths: list[Path], refine: bool = True):
+    """Yield (spec dict, int16 audio at 24 kHz, [(start_s, end_s, viseme id)]) per utterance;
+    ``refine``: pause edges moved to the sound (``aligned.refine_pauses``)."""
+    from avatar_pipeline.tts.aligned import refine_pauses
+    from avatar_pipeline.tts.types import TimedPhoneme
+    from avatar_pipeline.viseme_set import VISEMES
+
     for p in paths:
         d = np.load(p)
         specs = json.loads(str(d["specs"]))
@@ -186,7 +194,12 @@ def load(paths: list[Path]):
             phs = list(zip(d["ph_start"][poff[k]:poff[k + 1]].tolist(),
                            d["ph_end"][poff[k]:poff[k + 1]].tolist(),
                            d["ph_vis"][poff[k]:poff[k + 1]].tolist(), strict=True))
-            yield s, d["audio"][off[k]:off[k + 1]], phs
+            pcm = d["audio"][off[k]:off[k + 1]]
+            if refine:
+                tp = refine_pauses([TimedPhoneme("", a, b, VISEMES[v]) for a, b, v in phs],
+                                   pcm, SAMPLE_RATE)
+                phs = [(p.start_s, p.end_s, VISEME_INDEX[p.viseme]) for p in tp]
+            yield s, pcm, phs
 
 
 def main(argv: list[str] | None = None) -> None:

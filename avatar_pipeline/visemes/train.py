@@ -157,7 +157,8 @@ def _corpus(args) -> float:
         info = json.loads(meta.read_text())if meta.exists() else {}
         ok = (args.data / f"{split}.npz").exists() and info.get("hours") == hours \
             and info.get("seed") == args.seed and info.get("version") == vdata.DATA_VERSION \
-            and info.get("copies", args.copies) == args.copies
+            and info.get("copies", args.copies) == args.copies \
+            and (not split.startswith("kokoro_") or info.get("labels") == vdata.KOKORO_LABELS)
         if ok:
             continue
         if split.startswith("kokoro_"):
