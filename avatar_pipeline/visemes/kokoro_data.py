@@ -181,8 +181,8 @@ def generate(out: Path, split: str, hours: float, seed: int, workers: int = 2,
 
 def load(paths: list[Path], refine: bool = True):
     """Yield (spec dict, int16 audio at 24 kHz, [(start_s, end_s, viseme id)]) per utterance;
-    ``refine``: pause edges moved to the sound (``aligned.refine_pauses``)."""
-    from avatar_pipeline.tts.aligned import refine_pauses
+    ``refine``: the timing of the audio (``tts.kokoro.audio_timing``)."""
+    from avatar_pipeline.tts.kokoro import audio_timing
     from avatar_pipeline.tts.types import TimedPhoneme
     from avatar_pipeline.viseme_set import VISEMES
 
@@ -196,8 +196,7 @@ def load(paths: list[Path], refine: bool = True):
                            d["ph_vis"][poff[k]:poff[k + 1]].tolist(), strict=True))
             pcm = d["audio"][off[k]:off[k + 1]]
             if refine:
-                tp = refine_pauses([TimedPhoneme("", a, b, VISEMES[v]) for a, b, v in phs],
-                                   pcm, SAMPLE_RATE)
+                tp = audio_timing([TimedPhoneme("", a, b, VISEMES[v]) for a, b, v in phs], pcm)
                 phs = [(p.start_s, p.end_s, VISEME_INDEX[p.viseme]) for p in tp]
             yield s, pcm, phs
 

@@ -152,3 +152,25 @@ def test_the_reserved_voice_never_reaches_a_training_corpus():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_pause_edges_move_to_the_sound_and_phone_edges_stay():
+    from avatar_pipeline.tts.aligned import refine_pauses
+    from avatar_pipeline.tts.types import TimedPhoneme as P
+
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    x = 0.3 * np.sin(2 * np.pi * 200 * t) * ((t >= 0.28) & (t < 1.0))  # sound 0.28-1.0 s
+    pcm = (x * 32767).astype(np.int16)
+    phs = [P("_", 0.0, 0.3, "sil"), P("m", 0.3, 0.5, "PP"), P("a", 0.5, 1.6, "aa"),
+           P("t", 1.6, 1.8, "DD"), P(".", 1.8, 2.0, "sil")]
+    got = [(p.viseme, round(p.start_s, 2), round(p.end_s, 2))
+           for p in refine_pauses(phs, pcm, sr)]
+    assert got == [("sil", 0.0, 0.28), ("PP", 0.28, 0.5),  # sound before the phone joins it
+                   ("aa", 0.5, 1.6),  # a phone-to-phone edge is left alone
+                   ("sil", 1.6, 2.0)]  # a silent phone before a pause is silence
+    # the phone that runs on into a pause is cut where its sound stops (+ one 10 ms frame)
+    phs = [P("_", 0.0, 0.28, "sil"), P("a", 0.28, 1.5, "aa"), P(".", 1.5, 2.0, "sil")]
+    got = [(p.viseme, round(p.start_s, 2), round(p.end_s, 2))
+           for p in refine_pauses(phs, pcm, sr)]
+    assert got == [("sil", 0.0, 0.28), ("aa", 0.28, 1.01), ("sil", 1.01, 2.0)]

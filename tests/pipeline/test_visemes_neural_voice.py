@@ -14,7 +14,7 @@ import pytest
 
 from avatar_pipeline.features import SAMPLE_RATE, resample
 from avatar_pipeline.tts import TimedPhoneme, viseme_ids_from_phonemes
-from avatar_pipeline.tts.aligned import refine_pauses
+from avatar_pipeline.tts.kokoro import audio_timing
 from avatar_pipeline.viseme_set import VISEME_INDEX, VISEMES
 from avatar_pipeline.visemes import audio_to_visemes, default_model
 
@@ -40,8 +40,7 @@ def heldout_kokoro():
             continue
         pcm, phs = kokoro_data.render(spec, eng)
         x = resample(pcm.astype(np.float32) / 32768.0, kokoro_data.SAMPLE_RATE)
-        tp = refine_pauses([TimedPhoneme("", a, b, VISEMES[v]) for a, b, v in phs], pcm,
-                           kokoro_data.SAMPLE_RATE)
+        tp = audio_timing([TimedPhoneme("", a, b, VISEMES[v]) for a, b, v in phs], pcm)
         out.append((x, viseme_ids_from_phonemes(tp, len(x) / SAMPLE_RATE, 100)))
     return out
 
