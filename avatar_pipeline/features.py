@@ -210,6 +210,15 @@ def logmel(x16k: np.ndarray) -> np.ndarray:
     return StreamingLogMel().push(x16k)
 
 
+def frame_log_power(feats: np.ndarray) -> np.ndarray:
+    """Each log-mel frame's total power, in nats (log of the summed mel energies)."""
+    f = np.asarray(feats, np.float64)
+    if len(f) == 0:
+        return np.zeros(0)
+    m = f.max(axis=1)
+    return m + np.log(np.exp(f - m[:, None]).sum(axis=1))
+
+
 # --- speaker- and channel-independent features: causal running mean normalisation ---------
 
 class RunningNorm:
@@ -225,8 +234,7 @@ class RunningNorm:
     speaker's average spectrum (vocal-tract length, breathiness); subtracting it leaves what
     changes from sound to sound. ``mean0`` (the training data's mean), worth ``prior`` frames,
     stands in before anything is heard and fades like any other frame. Both sums are
-    constant-coefficient IIR filters
-    (``scipy.signal.lfilter`` with carried state), so streaming in chunks of any size gives
+    first-order IIR filters with carried state, so streaming in chunks of any size gives
     exactly the offline result.
     """
 
@@ -244,20 +252,33 @@ class RunningNorm:
         self._w = np.array([self.lam * self.prior])
 
     def weights(self, feats: np.ndarray) -> np.ndarray:
-        m = feats.max(axis=1)
-        power = m + np.log(np.exp(feats - m[:, None]).sum(axis=1))
-        return np.clip((power - self.floor) / 2.0, 0.0, 1.0)
+        return self.weights_from_power(frame_log_power(feats))
 
-    def push(self, feats: np.ndarray) -> np.ndarray:
-        from scipy.signal import lfilter
+    def weights_from_power(self, power: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(power, np.float64) - self.floor) / 2.0, 0.0, 1.0)
 
+    def push(self, feats: np.ndarray, power: np.ndarray | None = None) -> np.ndarray:
+        """Normalise new frames; ``power`` (``frame_log_power(feats)``) if already known."""
         x = np.asarray(feats, np.float64)
-        if len(x) == 0:
+        n = len(x)
+        if n == 0:
             return np.zeros((0, N_MELS), np.float32)
-        w = self.weights(x)
-        b, a = [1.0], [1.0, -self.lam]
-        s, self._s = lfilter(b, a, w[:, None] * x, axis=0, zi=self._s)
-        ww, self._w = lfilter(b, a, w, zi=self._w)
+        w = self.weights(x) if power is None else self.weights_from_power(power)
+        wx = w[:, None] * x
+        s = np.empty_like(x)
+        ww = np.empty(n)
+        zs, zw, lam = self._s[0], float(self._w[0]), self.lam
+        # the IIR recursion, vectorised over the bands: the same operations in the same order
+        # as lfilter's transposed direct form, so any chunking gives bit-identical output
+        for t in range(n):
+            zs = wx[t] + zs
+            s[t] = zs
+            zs = lam * zs
+            zw = float(w[t]) + zw
+            ww[t] = zw
+            zw = lam * zw
+        self._s = zs[None, :]
+        self._w = np.array([zw])
         mean = (s + 1e-6 * self.mean0) / (ww[:, None] + 1e-6)  # W fades in long silences
         return (x - mean).astype(np.float32)
 

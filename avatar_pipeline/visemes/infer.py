@@ -37,6 +37,7 @@ from avatar_pipeline.features import (
     StreamingLogMel,
     StreamingResampler,
     check_rate,
+    frame_log_power,
     to_float,
 )
 from avatar_pipeline.viseme_set import NUM_VISEMES
@@ -207,11 +208,9 @@ class StreamingVisemes:
 
     def _track_silence(self, feats: np.ndarray) -> np.ndarray:
         """Note which new frames are digital silence, then normalise them for the model."""
-        if len(feats):
-            m = feats.max(axis=1)
-            power = m + np.log(np.exp(feats - m[:, None]).sum(axis=1))
-            self._silent.extend((power < SILENCE_LOG_POWER).tolist())
-        return self._norm.push(feats) if self._norm is not None else feats
+        power = frame_log_power(feats)
+        self._silent.extend((power < SILENCE_LOG_POWER).tolist())
+        return self._norm.push(feats, power) if self._norm is not None else feats
 
     def consume(self, probs: np.ndarray, limit: int | None = None) -> np.ndarray:
         """Model output rows for the features given (in order) -> new video frames."""
