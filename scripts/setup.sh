@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian machine, idempotently:
-#   1. Debian packages: redis-server, nginx, chromium (apt-get update first).
+#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices (apt-get
+#      update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
 #   3. livekit-server v1.13.5, built with `go install` into .cache/bin (skipped when present).
 # AVATAR_ACCEL=cpu|gpu|auto (default auto: gpu when nvidia-smi sees a GPU) picks onnxruntime or
@@ -19,6 +20,11 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 # pyworld (voice augmentation for the viseme corpus) builds from source
 command -v g++ >/dev/null || missing+=(g++)
+# festival's English voices (made from recordings of real people) speak viseme training data
+command -v festival >/dev/null || missing+=(festival)
+[ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
+[ -d /usr/share/festival/voices/english/ked_diphone ] || missing+=(festvox-kdlpc16k)
+[ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq

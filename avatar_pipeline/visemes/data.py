@@ -1,14 +1,18 @@
-"""Labelled training data: espeak-ng and Kokoro speech -> 16 kHz log-mel, labels at 10 ms.
+"""Labelled training data: espeak-ng, Kokoro and festival speech -> 16 kHz log-mel, labels
+at 10 ms.
 
-    python -m avatar_pipeline.visemes.data --out DIR --hours 3 --kokoro-hours 1.5 --seed 0
+    python -m avatar_pipeline.visemes.data --out DIR --hours 3 --kokoro-hours 1.5 \
+        --festival-hours 0.5 --seed 0
 
-Two sources, both with exact labels (each phoneme's sample position or frame count):
+Three sources, all with exact labels (each phoneme's sample position or frame count):
 
 - **espeak-ng**: one sentence from the project's multilingual list, or a short run of words
   from the word lists, spoken by one espeak-ng voice (language voice + a variant from
   ``voices/!v``) at a random rate / pitch / pitch range / word gap. Fast to make.
 - **Kokoro-82M** (``kokoro_data``): neural speech by many mixed speakers in eight languages,
   slow to make on a CPU, so generated once into a cache and augmented here afresh.
+- **festival** (``avatar_pipeline.tts.festival``): three English voices built from recordings
+  of real people (two diphone, one HTS), English text at 0.75-1.4x rate. Fast to make.
 
 Every utterance is augmented (``augment``: voice conversion, EQ, reverb, resampling, codecs,
 noise, gain and clipping) with its own recorded parameters.
@@ -22,6 +26,7 @@ Splits (all deterministic from the seed; a fresh process makes the same corpus):
   range: fast and high (300-360 wpm, pitch 85-99) or slow and low (80-105 wpm, pitch 0-12).
 - ``kokoro_train`` / ``kokoro_val``: Kokoro's ``train`` / ``val`` speech, ``copies``
   augmented versions of each utterance.
+- ``festival_train`` / ``festival_val``: festival speech of training / held-out sentences.
 
 Never used: the Piper voice reserved for evaluation (``avatar_pipeline.tts.piper``), Kokoro's
 held-out speakers, the evaluation sentences, and any human speech.
@@ -38,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar_pipeline.features import SAMPLE_RATE, logmel
-from avatar_pipeline.tts import TimedPhoneme, default_engine, viseme_ids_from_phonemes
+from avatar_pipeline.tts import TimedPhoneme, default_engine, festival, viseme_ids_from_phonemes
 from avatar_pipeline.viseme_set import VISEMES
 from avatar_pipeline.visemes import augment as aug_mod
 from avatar_pipeline.visemes.augment import AugmentConfig, opus_roundtrip  # noqa: F401
@@ -265,6 +270,95 @@ def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2
                   {"seed": seed, "hours": hours, "copies": copies, "labels": KOKORO_LABELS})
 
 
+FESTIVAL_SPLITS = ("festival_train", "festival_val")
+# Festival's labels run ahead of its audio by about a pitch period (sibilant energy centres
+# against label centres, relative to espeak-ng's); the labels are moved by this much.
+FESTIVAL_LAG_S: dict[str, float] = {"kal": 0.005, "ked": 0.0, "slt": 0.010}
+FESTIVAL_LABELS = 1  # bump when festival's labels change
+
+
+def _festival_text(rng: np.random.Generator, split: str) -> str:
+    if split == "festival_train":
+        if rng.random() < 0.2:
+            lines = [w for w in word_lists() if w.language == "en"]
+            words = lines[rng.integers(len(lines))].text.split()
+            k = int(rng.integers(2, 7))
+            start = int(rng.integers(0, max(1, len(words) - k)))
+            return " ".join(words[start:start + k])
+        pool = english_text()
+        return pool[rng.integers(len(pool))]
+    pool = [s for s in sentences() if s.language == "en" and s.heldout]
+    return pool[rng.integers(len(pool))].text
+
+
+def _augment_festival(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One augmented festival utterance (runs in a worker process)."""
+    spec, pcm, sr, phs, seed, split = job
+    rng = np.random.default_rng([seed, 200 + FESTIVAL_SPLITS.index(split), spec["index"]])
+    a = aug_mod.sample(rng, AugmentConfig())
+    sr_in = sr
+    lead, tail = int(spec["lead_s"] * sr_in), int(spec["tail_s"] * sr_in)
+    x = np.concatenate([np.zeros(lead, np.float32), pcm.astype(np.float32) / 32768.0,
+                        np.zeros(tail, np.float32)])
+    y, k = aug_mod.augment(x, sr_in, a)
+    off = lead / sr_in + FESTIVAL_LAG_S[spec["voice"]]
+    tp = [TimedPhoneme("", (s0 + off) * k, (s1 + off) * k, VISEMES[v]) for s0, s1, v in phs]
+    labels = viseme_ids_from_phonemes(tp, len(y) / SAMPLE_RATE, FRAME_RATE)
+    return {**spec, "aug": a}, y, labels
+
+
+def iter_festival(split: str, seconds: float, seed: int, progress: bool = True,
+                  workers: int = 1, batch: int = 64):
+    """Festival speech (three English voices, rate 0.75-1.4x), augmented -> (spec, audio16k,
+    labels) until ``seconds`` of speech are made; deterministic from (seed, split)."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    rng = np.random.default_rng([seed, 300 + FESTIVAL_SPLITS.index(split)])
+    voices = sorted(festival.VOICES)
+    done, index = 0.0, 0
+    bar = tqdm(total=round(seconds), unit="s", desc=f"festival {split}", disable=not progress,
+               mininterval=5)
+    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        while done < seconds:
+            specs = []
+            for _ in range(batch):
+                specs.append({
+                    "index": index, "voice": voices[rng.integers(len(voices))],
+                    "stretch": float(rng.uniform(0.75, 1.4)), "text": _festival_text(rng, split),
+                    "lead_s": float(rng.uniform(0.0, 1.0) if rng.random() < 0.3
+                                    else rng.uniform(0.0, 0.3)),
+                    "tail_s": float(rng.uniform(0.0, 0.3)),
+                })
+                index += 1
+            speech = festival.synthesize_batch(
+                [festival.FestivalRequest(s["text"], s["voice"], s["stretch"]) for s in specs])
+            jobs = [(spec, sp.pcm, sp.sample_rate,
+                     [(p.start_s, p.end_s, VISEMES.index(p.viseme)) for p in sp.phonemes],
+                     seed, split) for spec, sp in zip(specs, speech, strict=True)]
+            items = pool.imap(_augment_festival, jobs, chunksize=4) if pool else \
+                map(_augment_festival, jobs)
+            for item in items:
+                done += len(item[1]) / SAMPLE_RATE
+                bar.update(max(0, min(round(done), round(seconds)) - bar.n))
+                yield item
+                if done >= seconds:
+                    break
+    finally:
+        if pool:
+            pool.terminate()
+        bar.close()
+
+
+def build_festival(out: Path, split: str, hours: float, seed: int, workers: int = 2,
+                   progress: bool = True) -> Path:
+    """Festival speech -> ``{split}.npz`` (fast: festival speaks ~50x faster than real time)."""
+    return _write(out, split, iter_festival(split, hours * 3600, seed, progress, workers),
+                  {"seed": seed, "hours": hours, "labels": FESTIVAL_LABELS})
+
+
 def main(argv: list[str] | None = None) -> None:
     import time
 
@@ -274,18 +368,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kokoro-hours", type=float, default=0.0,
                     help="hours of Kokoro training speech (generated once, cached)")
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
+    ap.add_argument("--festival-hours", type=float, default=0.0,
+                    help="hours of festival training speech (needs Debian's festival voices)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", choices=[*SPLITS, *KOKORO_SPLITS, "all"], default="all")
+    ap.add_argument("--split", choices=[*SPLITS, *KOKORO_SPLITS, *FESTIVAL_SPLITS, "all"],
+                    default="all")
     ap.add_argument("--eval-hours", type=float, default=0.1, help="hours per non-train split")
     ap.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                     help="processes generating Kokoro speech")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.time()
-    splits = [*SPLITS, *(KOKORO_SPLITS if args.kokoro_hours else ())] \
+    splits = [*SPLITS, *(KOKORO_SPLITS if args.kokoro_hours else ()),
+              *(FESTIVAL_SPLITS if args.festival_hours else ())] \
         if args.split == "all" else [args.split]
     for s in splits:
-        if s in KOKORO_SPLITS:
+        if s in FESTIVAL_SPLITS:
+            hours = args.festival_hours if s == "festival_train" else args.eval_hours / 2
+            build_festival(args.out, s, hours, args.seed, args.workers)
+        elif s in KOKORO_SPLITS:
             hours = args.kokoro_hours if s == "kokoro_train" else args.eval_hours / 2
             build_kokoro(args.out, s, hours, args.seed, args.copies, args.workers)
         else:

@@ -1,11 +1,14 @@
-"""Train the viseme model from scratch on espeak-ng and Kokoro speech, export ONNX, report.
+"""Train the viseme model from scratch on espeak-ng, Kokoro and festival speech, export ONNX,
+report.
 
     python -m avatar_pipeline.visemes.train     # corpus (cached) + training, CPU or GPU
 
 Steps: build the corpus (``avatar_pipeline.visemes.data``: espeak-ng splits, and Kokoro speech
-generated once into ``--data``/kokoro and augmented; everything reused when current), fit the
+generated once into ``--data``/kokoro and augmented, festival's English voices; everything
+reused when current), fit the
 running normalisation's starting mean and the feature scale, train the causal TCN with AdamW +
-one-cycle LR on random 4 s crops (a Kokoro crop with probability ``--p-kokoro``; light
+one-cycle LR on random 4 s crops (a Kokoro crop with probability ``--p-kokoro``, a festival
+one with ``--p-festival``, espeak-ng otherwise; light
 SpecAugment), keep the checkpoint with the best validation frame accuracy (training speakers,
 held-out sentences), export it to ``avatar_pipeline/visemes/weights/visemes.onnx``
 (+ ``visemes.json``) and write ``benchmarks/results/viseme_train/{metrics.json, report.png}``:
@@ -152,16 +155,22 @@ def _corpus(args) -> float:
             "heldout_style": args.eval_hours}
     if args.kokoro_hours:
         want |= {"kokoro_train": args.kokoro_hours, "kokoro_val": args.eval_hours / 2}
+    if args.festival_hours:
+        want |= {"festival_train": args.festival_hours, "festival_val": args.eval_hours / 2}
     for split, hours in want.items():
         meta = args.data / f"{split}.json"
         info = json.loads(meta.read_text())if meta.exists() else {}
         ok = (args.data / f"{split}.npz").exists() and info.get("hours") == hours \
             and info.get("seed") == args.seed and info.get("version") == vdata.DATA_VERSION \
             and info.get("copies", args.copies) == args.copies \
-            and (not split.startswith("kokoro_") or info.get("labels") == vdata.KOKORO_LABELS)
+            and (not split.startswith("kokoro_") or info.get("labels") == vdata.KOKORO_LABELS) \
+            and (not split.startswith("festival_")
+                 or info.get("labels") == vdata.FESTIVAL_LABELS)
         if ok:
             continue
-        if split.startswith("kokoro_"):
+        if split.startswith("festival_"):
+            vdata.build_festival(args.data, split, hours, args.seed, args.workers)
+        elif split.startswith("kokoro_"):
             vdata.build_kokoro(args.data, split, hours, args.seed, args.copies, args.workers)
         else:
             vdata.build(args.data, split, hours, args.seed)
@@ -175,15 +184,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--kokoro-hours", type=float, default=1.5,
                     help="hours of Kokoro training speech (0: espeak-ng only)")
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
-    ap.add_argument("--p-kokoro", type=float, default=0.6,
+    ap.add_argument("--p-kokoro", type=float, default=0.5,
                     help="share of training crops taken from Kokoro speech")
+    ap.add_argument("--festival-hours", type=float, default=0.75,
+                    help="hours of festival training speech (0: none)")
+    ap.add_argument("--p-festival", type=float, default=0.2,
+                    help="share of training crops taken from festival speech")
     ap.add_argument("--eval-hours", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, default=400, help="frames (10 ms) per training crop")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--channels", type=int, default=160)
+    ap.add_argument("--channels", type=int, default=128)
     ap.add_argument("--dilations", default="1,2,4,8,16,1,2,4,8,16")
     ap.add_argument("--norm-tau", type=float, default=300.0,
                     help="running normalisation time constant (10 ms frames); 0 = off")
@@ -213,9 +226,15 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. data
     t_data = _corpus(args)
     sources = [_load(args.data / "train.npz")]
+    p_src = [1.0 - args.p_kokoro - args.p_festival]
     if args.kokoro_hours:
         sources.append(_load(args.data / "kokoro_train.npz"))
-    val_names = ["val", *(["kokoro_val"] if args.kokoro_hours else [])]
+        p_src.append(args.p_kokoro)
+    if args.festival_hours:
+        sources.append(_load(args.data / "festival_train.npz"))
+        p_src.append(args.p_festival)
+    val_names = ["val", *(["kokoro_val"] if args.kokoro_hours else []),
+                 *(["festival_val"] if args.festival_hours else [])]
     # the running normalisation starts from the training data's mean of heard frames
     raw = np.concatenate([f[:: max(1, len(f) // 100000)] for f, _, _ in sources])
     raw = raw.astype(np.float32)
@@ -249,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                 pct_start=0.05)
     rng = np.random.default_rng(args.seed)
     L, C, B = LOOKAHEAD, args.crop, args.batch
-    p_src = np.array([1.0 - args.p_kokoro, args.p_kokoro][:len(train)])
+    p_src = np.clip(np.array(p_src), 0.0, None)
     p_src /= p_src.sum()
     hist = {"step": [], "train_loss": [], "val_step": [], "val_loss": [], "val_acc": []}
     best = (-1.0, None, 0)
@@ -346,7 +365,10 @@ def main(argv: list[str] | None = None) -> dict:
         "channels": net.channels, "dilations": list(dil), "state_size": net.state_size(),
         "lookahead_frames": L, "hop_ms": 10, "params": params, "seed": args.seed,
         "steps": step, "train_hours": {"espeak": args.hours, "kokoro": args.kokoro_hours,
-                                       "kokoro_copies": args.copies},
+                                       "kokoro_copies": args.copies,
+                                       "festival": args.festival_hours},
+        "train_mix": {"espeak": float(p_src[0]), "kokoro": args.p_kokoro if args.kokoro_hours
+                      else 0.0, "festival": args.p_festival if args.festival_hours else 0.0},
         "best_step": best[2],
         **{f"{k}_frame_accuracy": v["frame_accuracy"] for k, v in splits.items()},
     }
