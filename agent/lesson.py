@@ -2,7 +2,11 @@
 
 Text arrives either as a data packet on :data:`config.fleet.SAY_TOPIC` (the router sends it with
 LiveKit's server API; the router is not a room participant) or as the RPC
-:data:`config.fleet.RPC_SAY` from a participant (e.g. an agent in the room). Either way the text
+:data:`config.fleet.RPC_SAY` from an agent in the room. Only those two may steer the tutor: a
+data packet sent by any participant (a learner, even with a token that lets it publish data)
+and an RPC from a participant that is not an agent are refused. LiveKit sets both facts (the
+sender of a server-API packet is nobody; a participant's kind comes from its token, which
+learners get from the router), so a learner cannot forge them. Either way the text
 is synthesised off the event loop, resampled to the engine's rate and queued on the session with
 its exact viseme track; the text is published as a transcription of the avatar's audio track
 (text stream on ``lk.transcription``, as livekit-agents does).
@@ -61,6 +65,9 @@ class LessonSpeaker:
     def _on_data(self, packet: rtc.DataPacket) -> None:
         if packet.topic != SAY_TOPIC:
             return
+        if packet.participant is not None:
+            self._refuse(packet.participant.identity, "data")
+            return
         try:
             req = SayRequest.model_validate_json(packet.data)
         except ValidationError as exc:
@@ -71,7 +78,17 @@ class LessonSpeaker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _refuse(self, identity: str, via: str) -> None:
+        SAID.labels("forbidden").inc()
+        self.log.warning("lesson.say_refused", sender=identity, via=via)
+
     async def _on_rpc(self, data: rtc.RpcInvocationData) -> str:
+        caller = self.room.remote_participants.get(data.caller_identity)
+        if caller is None or caller.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            self._refuse(data.caller_identity, "rpc")
+            raise rtc.RpcError(rtc.RpcError.ErrorCode.APPLICATION_ERROR,
+                               "forbidden: only the lesson's agent or backend makes the tutor "
+                               "speak")
         try:
             req = SayRequest.model_validate_json(data.payload)
         except ValidationError as exc:

@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LUA_DIR = Path(__file__).with_name("lua")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -132,12 +132,37 @@ class DispatchMetadata(BaseModel):
         return cls.model_validate_json(data)
 
 
-class SayRequest(BaseModel):
-    """Payload of :data:`RPC_SAY`."""
+# What lesson text may be spoken in: the languages and voices every worker's TTS speaks
+# (tests/pipeline/test_tts.py checks each against the engine). Anything else is refused
+# before it is sent, rather than accepted and never said.
+SAY_LANGUAGES: tuple[str, ...] = (
+    "en", "en-us", "en-gb", "es", "zh", "cmn", "fa", "fr", "de", "it", "pt")
+SAY_VOICES: tuple[str, ...] = (
+    "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
+# ~60 s of speech: a lesson's paragraph, not a lecture that blocks the agent's next reply
+SAY_MAX_CHARS = 1000
 
-    text: str = Field(min_length=1, max_length=5000)
-    language: str = Field("en", pattern=r"^[a-z]{2,3}(-[a-zA-Z]{2,4})?$")
-    voice: str | None = None
+
+class SayRequest(BaseModel):
+    """Payload of :data:`RPC_SAY` and the router's ``/say``."""
+
+    text: str = Field(min_length=1, max_length=SAY_MAX_CHARS)
+    language: str = Field("en", description=f"one of {', '.join(SAY_LANGUAGES)}")
+    voice: str | None = Field(None, description=f"one of {', '.join(SAY_VOICES)}")
+
+    @field_validator("language")
+    @classmethod
+    def _spoken_language(cls, v: str) -> str:
+        if v.lower() not in SAY_LANGUAGES:
+            raise ValueError(f"no voice speaks {v!r}; languages: {', '.join(SAY_LANGUAGES)}")
+        return v.lower()
+
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, v: str | None) -> str | None:
+        if v is not None and v not in SAY_VOICES:
+            raise ValueError(f"unknown voice {v!r}; voices: {', '.join(SAY_VOICES)}")
+        return v
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-from livekit import api
+from livekit import api, rtc
 
-from config.fleet import SAY_TOPIC, SayRequest, avatar_identity, room_name
+from config.fleet import RPC_SAY, SAY_TOPIC, SayRequest, avatar_identity, room_name
 from scripts.room_probe import Learner, dispatch, reference_lag_ms, speak, voice_agent
 from scripts.servers import AvatarWorkerProcess, free_port
 
@@ -159,6 +159,52 @@ async def test_lesson_text_is_spoken_with_a_transcription(stack):
         mouth, audio = learner.window(t_say, time.monotonic())
         assert np.percentile(audio, 75) > 0.02, "the avatar speaks the text"
         assert np.max(mouth) > 5, "with its mouth"
+    finally:
+        await learner.leave(lk)
+
+
+async def test_a_learner_cannot_make_the_tutor_speak(stack):
+    """A learner whose token lets it publish data (the router's no longer does) sends the say
+    packet and calls the say RPC: the tutor stays silent and the RPC is refused; the backend's
+    say through LiveKit's server API still speaks."""
+    lk, redis, _w, port = stack
+    lesson = "av-hostile"
+    learner = Learner()
+    await learner.join(lk, lesson)
+    try:
+        await dispatch(lk, redis.url, WORKER, lesson, voice=None)
+        await learner.wait_tracks()
+        avatar = avatar_identity(lesson)
+        hostile = SayRequest(text="Ignore the lesson. Everyone gets full marks.").model_dump_json()
+        t0 = time.monotonic()
+        await learner.room.local_participant.publish_data(
+            hostile, reliable=True, topic=SAY_TOPIC, destination_identities=[avatar])
+        with pytest.raises(rtc.RpcError, match="forbidden"):
+            await learner.room.local_participant.perform_rpc(
+                destination_identity=avatar, method=RPC_SAY, payload=hostile)
+        await asyncio.sleep(3.0)
+        _, audio = learner.window(t0, time.monotonic())
+        assert not learner.transcripts, learner.transcripts
+        assert np.percentile(audio, 90) < 0.01, "the tutor said nothing"
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read())
+        refused = [ln for ln in body.decode().splitlines()
+                   if ln.startswith('avatar_lesson_say_total{result="forbidden"}')]
+        assert refused and float(refused[0].split()[1]) >= 2
+
+        t_say = time.monotonic()
+        async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
+            await lkapi.room.send_data(api.SendDataRequest(
+                room=room_name(lesson), data=SayRequest(text="Let us begin.").model_dump_json()
+                .encode(), kind=api.DataPacket.Kind.RELIABLE,
+                destination_identities=[avatar], topic=SAY_TOPIC))
+        deadline = time.monotonic() + 15
+        while not learner.transcripts and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)
+        assert [t for t, _ in learner.transcripts] == ["Let us begin."]
+        _, audio = learner.window(t_say, time.monotonic())
+        assert np.percentile(audio, 75) > 0.02, "the backend's text is spoken"
     finally:
         await learner.leave(lk)
 

@@ -145,3 +145,17 @@ def test_track_from_hand_made_phonemes():
     assert tr[0, VISEME_INDEX["aa"]] == pytest.approx(0.5)
     assert tr[1, VISEME_INDEX["aa"]] == pytest.approx(1.0)
     assert tr[2, VISEME_INDEX["aa"]] == pytest.approx(1.0)  # last frame: only 20 ms of audio
+
+
+def test_every_language_and_voice_the_fleet_accepts_is_spoken(engine):
+    """``/say`` validates against SAY_LANGUAGES / SAY_VOICES: each must really speak here."""
+    from config.fleet import SAY_LANGUAGES, SAY_VOICES
+
+    for lang in SAY_LANGUAGES:
+        sp = engine.synthesize("1 2 3", lang)
+        assert sp.duration_s > 0.3 and any(p.viseme != "sil" for p in sp.phonemes), lang
+    base = engine.synthesize("Good morning.", "en")
+    for voice in SAY_VOICES:
+        sp = engine.synthesize("Good morning.", "en", voice=voice)
+        assert sp.duration_s > 0.3, voice
+        assert not np.array_equal(sp.pcm[:4000], base.pcm[:4000]), f"{voice} sounds different"

@@ -40,7 +40,7 @@ async def test_join_assigns_dispatches_once_and_token_is_scoped(client, workers,
     video = claims["video"]
     assert video["room"] == "lesson-math-101" and video["roomJoin"] is True
     assert video["canPublishSources"] == ["microphone"] and video["canSubscribe"] is True
-    assert video["canPublishData"] is True
+    assert video["canPublishData"] is False  # nothing a learner sends may steer the tutor
     assert not any(video.get(k) for k in ("roomAdmin", "roomCreate", "roomList", "agent"))
     assert claims["sub"] == "learner-1" and claims["exp"] - claims["nbf"] <= 900
     # retries (same or other user) are idempotent: same worker, same fence, one dispatch
@@ -157,6 +157,24 @@ async def test_bad_requests_are_json_4xx(client, workers, method, path, kwargs, 
     r = await getattr(client, method)(path, **kwargs)
     assert r.status_code == status, r.text
     assert r.json()["error"] == reason
+
+
+@pytest.mark.parametrize("body,field,says", [
+    ({"text": "Hola.", "language": "xx"}, "language", "languages: en, en-us"),
+    ({"text": "Hola.", "language": "es-ES"}, "language", "no voice speaks 'es-ES'"),
+    ({"text": "Hi.", "voice": "Darth"}, "voice", "voices: f1"),
+    ({"text": "a" * 1001}, "text", "at most 1000 characters"),
+])
+async def test_say_refuses_what_no_tutor_can_say(client, workers, body, field, says):
+    """Refused before anything is sent, with what would be accepted (not a 202 and silence)."""
+    await workers("w1")
+    assert (await client.post("/v1/lessons/say-bad/join", json=BODY, headers=API)).status_code \
+        == 200
+    r = await client.post("/v1/lessons/say-bad/say", json=body, headers=API)
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["error"] == "invalid_request"
+    assert err["detail"][0]["loc"][-1] == field and says in err["detail"][0]["msg"]
 
 
 async def test_no_capacity_is_503_with_retry_after(client, workers):
