@@ -243,11 +243,9 @@ class LiveKitServer(_Process):
     name = "livekit"
 
     def __init__(self, redis_address: str | None = None, region: str | None = None,
-                 port: int | None = None, rtc_tcp_port: int | None = None,
-                 rtc_udp_port: int | None = None) -> None:
+                 port: int | None = None, rtc_udp_port: int | None = None) -> None:
         super().__init__()
         self.port = port or free_port()
-        self.rtc_tcp_port = rtc_tcp_port or free_port()
         self.rtc_udp_port = rtc_udp_port or free_tcp_udp_port()
         self.redis_address = redis_address
         self.region = region
@@ -266,10 +264,19 @@ class LiveKitServer(_Process):
             f"port: {self.port}",
             "bind_addresses: ['127.0.0.1']",
             "rtc:",
-            f"  tcp_port: {self.rtc_tcp_port}",
+            # Media on loopback only: LiveKit's ICE/TCP listener always binds every address
+            # (net.ListenTCP with no IP), so it is off (0); the UDP mux binds one socket per
+            # local address that passes the interface and IP filters, loopback included only
+            # with enable_loopback_candidate.
+            "  tcp_port: 0",
             f"  udp_port: {self.rtc_udp_port}",
             "  use_external_ip: false",
             "  node_ip: 127.0.0.1",
+            "  enable_loopback_candidate: true",
+            "  interfaces:",
+            "    includes: [lo]",
+            "  ips:",
+            "    includes: [127.0.0.1/32]",
             # a keyframe request from a new subscriber waited out LiveKit's default 0.5-1 s
             # throttle in 2 lessons of 7 (+0.6 s to the first frame); an avatar track has one
             # or two subscribers, so keyframe requests are rare anyway

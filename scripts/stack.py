@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer(port=_port(6379)))
         livekit = stack.enter_context(LiveKitServer(
-            port=_port(7880), rtc_tcp_port=_port(7881), rtc_udp_port=_port(7882)))
+            port=_port(7880), rtc_udp_port=_port(7882)))
         worker = stack.enter_context(AvatarWorkerProcess(livekit, redis.url, "local-1"))
         routers = [stack.enter_context(RouterProcess(livekit, redis.url)) for _ in range(2)]
         api_port = _port(8080) or free_port()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "\nLocal stack is up (Ctrl-C stops it):\n"
             f"  LiveKit  {livekit.url}   keys {livekit.api_key} / {livekit.api_secret}"
-            f"   RTC tcp {livekit.rtc_tcp_port} udp {livekit.rtc_udp_port}\n"
+            f"   RTC udp {livekit.rtc_udp_port} (127.0.0.1 only)\n"
             f"  Redis    {redis.url}\n"
             f"  Worker   local-1 (agent name avatar-local-1, capacity {worker.env['AVATAR_WORKER__CAPACITY']})\n"
             f"  Router   {nginx.url} (NGINX -> {', '.join(r.address for r in routers)})"
