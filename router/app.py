@@ -18,7 +18,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from livekit import api as lkapi
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -34,103 +33,30 @@ from config.regions import RegionsConfig
 from config.settings import Settings, load_settings
 from router.auth import key_matches
 from router.metrics import RouterMetrics
+from router.schemas import (
+    CanaryBody,
+    DrainResponse,
+    ErrorBody,
+    JoinRequest,
+    JoinResponse,
+    ReleaseResponse,
+    SayBody,
+    SayResponse,
+    WorkersResponse,
+    WorkerView,
+)
 from router.service import DispatchFailed, NoCapacity, Router, UnknownRegion
 
 log = get_logger("router.api")
 
 LessonId = Annotated[str, Path(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 _ -")]
 WorkerId = Annotated[str, Path(pattern=ID_PATTERN)]
-USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 
 
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, detail: object = None,
                  headers: dict[str, str] | None = None) -> None:
         self.status, self.reason, self.detail, self.headers = status, reason, detail, headers
-
-
-class ErrorBody(BaseModel):
-    error: str
-    detail: object = None
-
-
-# --- bodies ---------------------------------------------------------------------------------------
-class JoinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: str = Field(pattern=USER_PATTERN, description="learner identity (not avatar-*)")
-    display_name: str = Field(min_length=1, max_length=128)
-    region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$", description="explicit hint")
-    lat: float | None = Field(None, ge=-90, le=90)
-    lon: float | None = Field(None, ge=-180, le=180)
-    voice_agent_identity: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
-
-    @field_validator("user_id")
-    @classmethod
-    def _not_avatar(cls, v: str) -> str:
-        if v.startswith("avatar-"):
-            raise ValueError("user ids starting with 'avatar-' are reserved for avatars")
-        return v
-
-    @model_validator(mode="after")
-    def _both(self) -> JoinRequest:
-        if (self.lat is None) != (self.lon is None):
-            raise ValueError("lat and lon go together")
-        return self
-
-
-class JoinResponse(BaseModel):
-    livekit_url: str
-    token: str
-    room: str
-    worker_id: str
-    region: str
-    avatar_identity: str
-    fence: int
-    canary: bool
-    expires_at: datetime
-
-
-class SayBody(SayRequest):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SayResponse(BaseModel):
-    lesson_id: str
-    sent: bool
-
-
-class ReleaseResponse(BaseModel):
-    lesson_id: str
-    released: bool
-    avatar_removed: bool
-
-
-class CanaryBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    percent: float = Field(ge=0, le=100, description="share of user buckets sent to canary pools")
-
-
-class WorkerView(BaseModel):
-    worker_id: str
-    pool: str
-    region: str
-    state: str
-    capacity: int
-    load: int
-    active: int
-    draining_by_ops: bool
-    heartbeat_age_ms: int
-    alive: bool
-
-
-class WorkersResponse(BaseModel):
-    workers: list[WorkerView]
-
-
-class DrainResponse(BaseModel):
-    worker_id: str
-    pool: str
-    drain: bool
 
 
 ERRORS = {401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 422: {"model": ErrorBody},

@@ -177,6 +177,29 @@ async def test_say_refuses_what_no_tutor_can_say(client, workers, body, field, s
     assert err["detail"][0]["loc"][-1] == field and says in err["detail"][0]["msg"]
 
 
+@pytest.mark.parametrize("name,says", [
+    ("Ada\x00", "U+0000"), ("Ada\nLovelace", "U+000A"), ("gnp.\u202eexe", "U+202E"),
+    ("<script>alert(1)</script>", "< or >"), ("\u200b", "U+200B"), ("   ", "blank"),
+])
+async def test_display_names_others_would_see_are_printable(client, workers, name, says):
+    await workers("w1")
+    r = await client.post("/v1/lessons/names/join", headers=API,
+                          json={"user_id": "u-name", "display_name": name})
+    assert r.status_code == 422, r.text
+    assert says in r.json()["detail"][0]["msg"]
+
+
+async def test_real_names_pass_and_reach_the_token(client, workers, livekit_server):
+    await workers("w1")
+    for name, shown in (("  Zoë   O'Brien ", "Zoë O'Brien"), ("مریم\u200cسادات", "مریم\u200cسادات"),
+                        ("李小龙", "李小龙")):
+        r = await client.post("/v1/lessons/names-ok/join", headers=API,
+                              json={"user_id": "u-ok", "display_name": name})
+        assert r.status_code == 200, r.text
+        claims = jwt.decode(r.json()["token"], livekit_server.api_secret, algorithms=["HS256"])
+        assert claims["name"] == shown
+
+
 async def test_no_capacity_is_503_with_retry_after(client, workers):
     await workers("w1", capacity=1)
     assert (await client.post("/v1/lessons/a/join", json=BODY, headers=API)).status_code == 200

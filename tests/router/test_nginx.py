@@ -126,3 +126,63 @@ async def test_metrics_hidden_headers_and_websocket_proxy(two_routers, nginx_fac
         assert room.name == "lesson-ws-1"
     finally:
         await room.disconnect()
+
+
+def _raw(port: int, data: bytes) -> tuple[int, dict, bytes]:
+    """Send raw bytes, read the whole answer: (status, headers, body)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        chunks = []
+        while True:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not b:
+                break
+            chunks.append(b)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_the_edge_always_answers_json(two_routers, nginx_factory):
+    """Abusive and malformed requests get a JSON error with a reason from NGINX or the router,
+    never an HTML page; the API's docs and schema are not public."""
+    import json
+
+    a, b = two_routers
+    port = free_port()
+    nginx_factory(render_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"],
+                                      port=port), port=port)
+    host = f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n"
+    key = f"X-API-Key: {API['X-API-Key']}\r\n"
+    cases = {
+        "body over 64 kB": (b"POST /v1/lessons/x/say HTTP/1.1\r\n" + host.encode() + key.encode()
+                            + b"Content-Type: application/json\r\nContent-Length: 70000\r\n\r\n"
+                            + b"{" * 70000, 413),
+        "10 kB lesson id": (f"GET /v1/lessons/{'a' * 10000} HTTP/1.1\r\n{host}\r\n".encode(),
+                            414),
+        "NUL in the path": (f"GET /v1/lessons/a%00b/join HTTP/1.1\r\n{host}\r\n".encode(), 400),
+        "20 kB header": (f"GET /healthz HTTP/1.1\r\n{host}X-Big: {'b' * 20000}\r\n\r\n".encode(),
+                         431),
+        "TRACE": (f"TRACE /healthz HTTP/1.1\r\n{host}\r\n".encode(), 405),
+        "PATCH": (f"PATCH /v1/lessons/x/join HTTP/1.1\r\n{host}\r\n".encode(), 405),
+        "garbage request line": (b"HELLO THERE\r\n\r\n", 400),
+        "docs": (f"GET /docs HTTP/1.1\r\n{host}\r\n".encode(), 404),
+        "schema": (f"GET /openapi.json HTTP/1.1\r\n{host}\r\n".encode(), 404),
+        "unknown path": (f"GET /nothing HTTP/1.1\r\n{host}\r\n".encode(), 404),
+        "bad JSON": (b"POST /v1/lessons/x/join HTTP/1.1\r\n" + host.encode() + key.encode()
+                     + b"Content-Type: application/json\r\nContent-Length: 3\r\n\r\n{{{", 422),
+    }
+    for what, (req, status) in cases.items():
+        got, headers, body = await asyncio.to_thread(_raw, port, req)
+        assert got == status, (what, got, body[:200])
+        assert headers.get("content-type", "").startswith("application/json"), (what, headers)
+        err = json.loads(body)
+        assert err["error"] and "detail" in err, (what, err)
+    # the router itself still serves its schema to whoever reaches it directly
+    assert (await httpx.AsyncClient().get(a.url + "/openapi.json")).status_code == 200

@@ -1,0 +1,120 @@
+"""The router API's request and response bodies (pydantic; they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from config.fleet import SayRequest
+
+USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
+# control, format (bidi overrides, zero-width), private-use, surrogate and unassigned code points
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn"}
+# ...except the zero-width (non-)joiners that Persian and Indic names and emoji need
+_ALLOWED_FORMAT = {"\u200c", "\u200d"}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: object = None
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+class JoinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(pattern=USER_PATTERN, description="learner identity (not avatar-*)")
+    display_name: str = Field(min_length=1, max_length=128, description=(
+        "shown to others in the room: printable text, no control or bidi-override "
+        "characters, no < >"))
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,32}$", description="explicit hint")
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    voice_agent_identity: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
+
+    @field_validator("user_id")
+    @classmethod
+    def _not_avatar(cls, v: str) -> str:
+        if v.startswith("avatar-"):
+            raise ValueError("user ids starting with 'avatar-' are reserved for avatars")
+        return v
+
+    @field_validator("display_name")
+    @classmethod
+    def _printable_name(cls, v: str) -> str:
+        """A name other people's screens render: refused (not silently changed) when it
+        carries control characters (NUL, newlines), bidi overrides or zero-width characters
+        that disguise it, or markup."""
+        v = unicodedata.normalize("NFC", v)
+        bad = sorted({f"U+{ord(c):04X}" for c in v if c not in _ALLOWED_FORMAT
+                      and unicodedata.category(c) in _REFUSED_CATEGORIES})
+        if bad:
+            raise ValueError(f"display_name has control or formatting characters: {bad[:5]}")
+        if "<" in v or ">" in v:
+            raise ValueError("display_name may not contain < or >")
+        v = " ".join(v.split())
+        if not v:
+            raise ValueError("display_name is blank")
+        return v
+
+    @model_validator(mode="after")
+    def _both(self) -> JoinRequest:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together")
+        return self
+
+
+class JoinResponse(BaseModel):
+    livekit_url: str
+    token: str
+    room: str
+    worker_id: str
+    region: str
+    avatar_identity: str
+    fence: int
+    canary: bool
+    expires_at: datetime
+
+
+class SayBody(SayRequest):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SayResponse(BaseModel):
+    lesson_id: str
+    sent: bool
+
+
+class ReleaseResponse(BaseModel):
+    lesson_id: str
+    released: bool
+    avatar_removed: bool
+
+
+class CanaryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    percent: float = Field(ge=0, le=100, description="share of user buckets sent to canary pools")
+
+
+class WorkerView(BaseModel):
+    worker_id: str
+    pool: str
+    region: str
+    state: str
+    capacity: int
+    load: int
+    active: int
+    draining_by_ops: bool
+    heartbeat_age_ms: int
+    alive: bool
+
+
+class WorkersResponse(BaseModel):
+    workers: list[WorkerView]
+
+
+class DrainResponse(BaseModel):
+    worker_id: str
+    pool: str
+    drain: bool
