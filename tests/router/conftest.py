@@ -60,6 +60,7 @@ class SimWorker:
         self.member = FleetMember(redis, worker_id, region, capacity)
         self.task: asyncio.Task | None = None
         self.active = 0
+        self._dead = False
 
     @property
     def id(self) -> str:
@@ -71,17 +72,20 @@ class SimWorker:
         return self
 
     async def _beat(self) -> None:
-        while True:
+        while not self._dead:
             await asyncio.sleep(0.25)
             with contextlib.suppress(Exception):
                 await self.member.heartbeat(self.active)
 
     async def die(self) -> None:
-        """Stop heartbeating, as a crashed worker would."""
+        """Stop heartbeating, as a crashed worker would. (A flag as well as the cancel: a
+        cancel that lands inside a redis-py command can be swallowed, and the loop then ran
+        on and hung the fixture's teardown.)"""
+        self._dead = True
         if self.task:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.task, 5)
             self.task = None
 
 
