@@ -1,7 +1,7 @@
 """The local stack: real servers on loopback for development, started by ``make run``.
 
 Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
-LiveKit 7880 signal / 7881 RTC TCP / 7882 RTC UDP), on free ports otherwise; one avatar worker
+LiveKit 7880 signal / 7882 RTC UDP on 127.0.0.1 only), on free ports otherwise; one avatar worker
 (``python -m agent start``, worker id ``local-1``); two router replicas (``python -m router``)
 behind NGINX on 8080 (when free); the learner page (``web/``) on 8000 (when free). Joins a demo
 lesson through the router and prints the page's address for it, so a browser shows the tutor at
