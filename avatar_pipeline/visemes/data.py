@@ -102,16 +102,21 @@ class UttSpec:
     aug: dict = field(default_factory=dict)
 
 
+def _word_run(rng: np.random.Generator, lang: str) -> str:
+    """2-6 consecutive words from one of the language's word lists."""
+    lines = [w for w in word_lists() if w.language == lang]
+    words = lines[rng.integers(len(lines))].text.split()
+    k = int(rng.integers(2, 7))
+    start = int(rng.integers(0, max(1, len(words) - k)))
+    return " ".join(words[start:start + k])
+
+
 def _pick_text(rng: np.random.Generator, lang: str, split: str) -> str:
     if split == "train" and lang == "en" and rng.random() < 0.5:
         pool = english_text()
         return pool[rng.integers(len(pool))]
     if split == "train" and rng.random() < 0.25:
-        lines = [w for w in word_lists() if w.language == lang]
-        words = lines[rng.integers(len(lines))].text.split()
-        k = int(rng.integers(2, 7))
-        start = int(rng.integers(0, max(1, len(words) - k)))
-        return " ".join(words[start:start + k])
+        return _word_run(rng, lang)
     want_heldout = split != "train"
     pool = [s for s in sentences() if s.language == lang and s.heldout == want_heldout]
     return pool[rng.integers(len(pool))].text
@@ -151,16 +156,24 @@ def render(spec: UttSpec, engine=None) -> tuple[np.ndarray, np.ndarray]:
     sp = engine.synthesize(spec.text, spec.espeak_lang, voice=spec.variant, rate=spec.rate,
                            pitch=spec.pitch, pitch_range=spec.pitch_range,
                            word_gap=spec.word_gap, seed=spec.aug.get("seed", 0))
-    sr = sp.sample_rate
-    lead, tail = int(spec.lead_s * sr), int(spec.tail_s * sr)
-    x = np.concatenate([np.zeros(lead, np.float32), sp.pcm.astype(np.float32) / 32768.0,
+    return _padded_augmented(sp.pcm, sp.sample_rate,
+                             [(p.start_s, p.end_s, p.viseme) for p in sp.phonemes],
+                             spec.lead_s, spec.tail_s, spec.aug)
+
+
+def _padded_augmented(pcm: np.ndarray, sr: int, spans: list[tuple[float, float, str]],
+                      lead_s: float, tail_s: float, aug: dict, shift_s: float = 0.0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """int16 speech with (start, end, viseme) spans -> silence added before and after,
+    augmented, at 16 kHz, with labels at 10 ms that follow the padding, any tempo change and
+    ``shift_s`` (the source's own label-to-audio offset)."""
+    lead, tail = int(lead_s * sr), int(tail_s * sr)
+    x = np.concatenate([np.zeros(lead, np.float32), pcm.astype(np.float32) / 32768.0,
                         np.zeros(tail, np.float32)])
-    y, k = aug_mod.augment(x, sr, spec.aug)
-    off = lead / sr
-    phs = [TimedPhoneme(p.phoneme, (p.start_s + off) * k, (p.end_s + off) * k, p.viseme)
-           for p in sp.phonemes]
-    labels = viseme_ids_from_phonemes(phs, len(y) / SAMPLE_RATE, FRAME_RATE)
-    return y, labels
+    y, k = aug_mod.augment(x, sr, aug)
+    off = lead / sr + shift_s
+    phs = [TimedPhoneme("", (a + off) * k, (b + off) * k, v) for a, b, v in spans]
+    return y, viseme_ids_from_phonemes(phs, len(y) / SAMPLE_RATE, FRAME_RATE)
 
 
 def iter_split(split: str, seconds: float, seed: int, aug: AugmentConfig | None = None,
@@ -280,11 +293,7 @@ FESTIVAL_LABELS = 1  # bump when festival's labels change
 def _festival_text(rng: np.random.Generator, split: str) -> str:
     if split == "festival_train":
         if rng.random() < 0.2:
-            lines = [w for w in word_lists() if w.language == "en"]
-            words = lines[rng.integers(len(lines))].text.split()
-            k = int(rng.integers(2, 7))
-            start = int(rng.integers(0, max(1, len(words) - k)))
-            return " ".join(words[start:start + k])
+            return _word_run(rng, "en")
         pool = english_text()
         return pool[rng.integers(len(pool))]
     pool = [s for s in sentences() if s.language == "en" and s.heldout]
@@ -296,14 +305,9 @@ def _augment_festival(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
     spec, pcm, sr, phs, seed, split = job
     rng = np.random.default_rng([seed, 200 + FESTIVAL_SPLITS.index(split), spec["index"]])
     a = aug_mod.sample(rng, AugmentConfig())
-    sr_in = sr
-    lead, tail = int(spec["lead_s"] * sr_in), int(spec["tail_s"] * sr_in)
-    x = np.concatenate([np.zeros(lead, np.float32), pcm.astype(np.float32) / 32768.0,
-                        np.zeros(tail, np.float32)])
-    y, k = aug_mod.augment(x, sr_in, a)
-    off = lead / sr_in + FESTIVAL_LAG_S[spec["voice"]]
-    tp = [TimedPhoneme("", (s0 + off) * k, (s1 + off) * k, VISEMES[v]) for s0, s1, v in phs]
-    labels = viseme_ids_from_phonemes(tp, len(y) / SAMPLE_RATE, FRAME_RATE)
+    y, labels = _padded_augmented(pcm, sr, [(s0, s1, VISEMES[v]) for s0, s1, v in phs],
+                                  spec["lead_s"], spec["tail_s"], a,
+                                  FESTIVAL_LAG_S[spec["voice"]])
     return {**spec, "aug": a}, y, labels
 
 

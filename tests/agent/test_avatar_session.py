@@ -33,6 +33,16 @@ def stack(livekit_server, redis_server):
         yield livekit_server, redis_server, w, port
 
 
+async def backend_say(lk, lesson: str, req: SayRequest) -> None:
+    """Exactly what the router's /say does: a reliable data packet to the avatar, sent with
+    LiveKit's server API (no participant sends it)."""
+    async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
+        await lkapi.room.send_data(api.SendDataRequest(
+            room=room_name(lesson), data=req.model_dump_json().encode(),
+            kind=api.DataPacket.Kind.RELIABLE, destination_identities=[avatar_identity(lesson)],
+            topic=SAY_TOPIC))
+
+
 async def test_voice_agent_drives_lip_sync_and_av_stay_in_sync(stack):
     lk, redis, _w, _port = stack
     lesson = "av-sync"
@@ -142,12 +152,7 @@ async def test_lesson_text_is_spoken_with_a_transcription(stack):
         await learner.wait_tracks()
         text = "Buenos días. Hoy aprendemos los números."
         t_say = time.monotonic()
-        async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
-            # exactly what the router's /say does: a reliable data packet to the avatar
-            await lkapi.room.send_data(api.SendDataRequest(
-                room=room_name(lesson), data=SayRequest(text=text, language="es")
-                .model_dump_json().encode(), kind=api.DataPacket.Kind.RELIABLE,
-                destination_identities=[avatar_identity(lesson)], topic=SAY_TOPIC))
+        await backend_say(lk, lesson, SayRequest(text=text, language="es"))
         deadline = time.monotonic() + 15
         while not learner.transcripts and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -193,11 +198,7 @@ async def test_a_learner_cannot_make_the_tutor_speak(stack):
         assert refused and float(refused[0].split()[1]) >= 2
 
         t_say = time.monotonic()
-        async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
-            await lkapi.room.send_data(api.SendDataRequest(
-                room=room_name(lesson), data=SayRequest(text="Let us begin.").model_dump_json()
-                .encode(), kind=api.DataPacket.Kind.RELIABLE,
-                destination_identities=[avatar], topic=SAY_TOPIC))
+        await backend_say(lk, lesson, SayRequest(text="Let us begin."))
         deadline = time.monotonic() + 15
         while not learner.transcripts and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
