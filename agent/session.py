@@ -17,7 +17,7 @@ from livekit import rtc
 from livekit.agents import AutoSubscribe, JobContext
 from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 
-from agent.audio_in import LateJoinAudioReceiver
+from agent.audio_in import VoiceAgentReceiver
 from agent.lesson import LessonSpeaker
 from agent.sync import EngineSynchronizer
 from agent.video_gen import EngineVideoGenerator
@@ -80,7 +80,9 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     engine = server.engine
     es = engine.open_session(lambda _f: None, session_id=ctx.job.id)
     gen = EngineVideoGenerator(es, asyncio.get_running_loop())
-    receiver = LateJoinAudioReceiver(ctx.room, sender_identity=meta.voice_agent_identity)
+    receiver = VoiceAgentReceiver(
+        ctx.room, sender_identity=meta.voice_agent_identity, lesson_id=meta.lesson_id,
+        stall_s=server.settings.worker.stall_s, max_queued_s=server.settings.worker.max_queued_s)
     cfg = engine.config
     runner = _AvatarRunner(ctx.room, audio_recv=receiver, video_gen=gen, _lazy_publish=False,
                            options=AvatarOptions(

@@ -112,7 +112,7 @@ class OutputFrame:
 @dataclass
 class _Row:
     weights: np.ndarray
-    audio: np.ndarray
+    audio: np.ndarray | None  # None: an underrun, nothing to play
     pulled_at: float
     segment_end: bool = False
     first_in: float | None = None  # first row of a segment: when its first audio came in
@@ -343,7 +343,9 @@ class AvatarEngine:
                 audio = p.payload if p.kind is Pull.PLAY else np.zeros(self._spf, np.int16)
                 if p.kind is Pull.UNDERRUN and p.seq is not None:
                     UNDERRUNS.inc()
-                s._fifo.append((audio, now, first_in))
+                # an underrun plays nothing: the model hears silence, nobody hears filler, and
+                # the runner's playback position counts only speech that really played
+                s._fifo.append((None if p.kind is Pull.UNDERRUN else audio, now, first_in))
                 feed.append((s, audio))
             elif s._playing_segment is not None:  # IDLE: the segment is over
                 s._rows_from_model(s.visemes.flush(), end=True)

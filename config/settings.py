@@ -55,6 +55,10 @@ class WorkerSettings(BaseModel):
     heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
     captions: bool = False  # transcribe learners' microphones (faster-whisper tiny.en)
+    # A voice agent's stream that sends nothing for this long ends its segment (agent/audio_in).
+    stall_s: float = Field(3.0, ge=0.2, le=30)
+    # The most audio a voice agent may queue ahead of playback; the rest of that stream is cut.
+    max_queued_s: float = Field(60.0, ge=1, le=600)
 
     def resolved_id(self) -> str:
         """The configured id, or one made from the host name and pid (stable for the process)."""

@@ -12,6 +12,7 @@ see the avatar as a user would.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -229,6 +230,62 @@ async def speak(out: DataStreamAudioOutput, text: str, chunk_ms: int = 20) -> fl
         await asyncio.sleep(chunk_ms / 1000 / 5)
     out.flush()
     return sp.duration_s
+
+
+@dataclass
+class RawVoiceAgent:
+    """A voice agent written out on the wire, for what the stock sender never does: streams with
+    any attributes, streams left open (a stall), leaving mid-stream. It records the avatar's
+    ``lk.playback_started`` (arrival time) and ``lk.playback_finished`` (payload, arrival time)."""
+
+    identity: str = VOICE
+    room: rtc.Room = field(default_factory=rtc.Room)
+    started: list[float] = field(default_factory=list)
+    finished: list[tuple[dict, float]] = field(default_factory=list)
+
+    async def join(self, lk, lesson: str) -> RawVoiceAgent:
+        self.lesson = lesson
+
+        async def _started(_data: rtc.RpcInvocationData) -> str:
+            self.started.append(time.monotonic())
+            return "ok"
+
+        async def _finished(data: rtc.RpcInvocationData) -> str:
+            self.finished.append((json.loads(data.payload), time.monotonic()))
+            return "ok"
+
+        await self.room.connect(lk.url, token(lk, self.identity, room_name(lesson)))
+        lp = self.room.local_participant
+        lp.register_rpc_method("lk.playback_started", _started)
+        lp.register_rpc_method("lk.playback_finished", _finished)
+        return self
+
+    async def send(self, pcm: np.ndarray, rate: int, attributes: dict[str, str] | None = None,
+                   *, chunk_ms: int = 20, speed: float = 5.0, close: bool = True):
+        """Stream int16 ``pcm`` at ``speed`` x real time; returns the writer (closed or not)."""
+        attrs = attributes if attributes is not None else {
+            "sample_rate": str(rate), "num_channels": "1"}
+        writer = await self.room.local_participant.stream_bytes(
+            name=f"AUDIO_{time.monotonic_ns()}", topic="lk.audio_stream",
+            destination_identities=[avatar_identity(self.lesson)], attributes=attrs)
+        n = max(1, rate * chunk_ms // 1000)
+        for i in range(0, len(pcm), n):
+            await writer.write(np.asarray(pcm[i:i + n], np.int16).tobytes())
+            await asyncio.sleep(chunk_ms / 1000 / speed)
+        if close:
+            await writer.aclose()
+        return writer
+
+    async def clear_buffer(self) -> str:
+        return await self.room.local_participant.perform_rpc(
+            destination_identity=avatar_identity(self.lesson), method="lk.clear_buffer",
+            payload="")
+
+    async def wait_finished(self, n: int, timeout: float) -> list[tuple[dict, float]]:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while len(self.finished) < n and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return self.finished
 
 
 SKEW_SIZE = 64  # the in-sync source's frames: gray, and white for the flash
