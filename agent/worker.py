@@ -2,7 +2,8 @@
 
 * registers under the unique agent name ``avatar-<worker_id>`` (explicit dispatch only);
 * heartbeats into its region's Redis pool every ``heartbeat_interval_s`` (config/fleet.py);
-* ``load_fnc`` = active sessions / capacity (CPU load is the wrong signal for a GPU worker);
+* ``load_fnc``: lessons held against capacity, scaled under LiveKit's dispatch gate (see
+  :meth:`AvatarServer.current_load`; CPU load is the wrong signal for a GPU worker);
 * ``request_fnc`` accepts a job only while its fence is the lesson's current one in Redis, and
   joins as the avatar participant (``avatar_identity(lesson)``, ``lk.publish_on_behalf``);
 * SIGTERM (the CLI calls :meth:`drain`): mark draining in Redis first, accept nothing new, let
@@ -53,6 +54,7 @@ class AvatarServer(AgentServer):
         self.settings = settings
         self.worker_id = settings.worker.resolved_id()
         self.capacity = settings.worker.capacity
+        self.target_load = settings.worker.livekit_target_load
         super().__init__(
             ws_url=settings.livekit.url,
             api_key=settings.livekit.api_key,
@@ -86,7 +88,14 @@ class AvatarServer(AgentServer):
         return len(self.active_jobs)
 
     def current_load(self, _server: AgentServer | None = None) -> float:
-        return min(1.0, self.active_sessions / self.capacity)
+        """What LiveKit is told. livekit-server offers a job only to a worker whose reported
+        load is under its ``agents.target_load`` (0.7 by default), so sessions / capacity would
+        starve a worker of capacity 4 at 3 lessons. The router holds capacity (Redis) and
+        :meth:`on_request` enforces it; the gate must never refuse a dispatch made within it,
+        even on a load reported up to 0.5 s late (a seat freed in Redis before LiveKit hears).
+        So the lessons held, plus one, share the gate: a full worker still reads under it."""
+        held = len(self._lessons)
+        return self.target_load * min(held, self.capacity) / (self.capacity + 1)
 
     async def run(self, *, devmode: bool = False, unregistered: bool = False) -> None:
         # The livekit-agents CLI adds its own root handler before calling run(): put ours back

@@ -47,11 +47,12 @@ async def _wait_for(cond, timeout: float = 20.0, step: float = 0.2):
     return await cond()
 
 
-async def _dispatch(lk, lesson: str, fence: int, voice: str | None = None) -> None:
-    meta = DispatchMetadata(lesson_id=lesson, worker_id="w-test", fence=fence,
+async def _dispatch(lk, lesson: str, fence: int, voice: str | None = None,
+                    worker: str = "w-test") -> None:
+    meta = DispatchMetadata(lesson_id=lesson, worker_id=worker, fence=fence,
                             voice_agent_identity=voice)
     await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
-        agent_name=agent_name("w-test"), room=room_name(lesson), metadata=meta.to_json()))
+        agent_name=agent_name(worker), room=room_name(lesson), metadata=meta.to_json()))
 
 
 async def test_heartbeat_fence_check_and_avatar_identity(worker, livekit_server, redis_url):
@@ -213,3 +214,40 @@ async def test_a_lesson_whose_room_ends_frees_its_seat_unless_it_moved(worker, l
             assert r.hget(keys.lesson("L-moved"), "fence") == b"99", "a moved lesson is untouched"
     finally:
         await client.aclose()
+
+
+async def test_a_worker_is_filled_to_its_capacity(livekit_server, redis_url):
+    """LiveKit offers a job only while the worker's reported load is under its target load
+    (0.7): a capacity-4 worker must still be offered its 4th lesson, and the 5th is refused by
+    the worker itself (the router never sends it; this one comes straight to LiveKit)."""
+    r = redis_sync.Redis.from_url(redis_url)
+    keys = PoolKeys(REGION)
+    lessons = [f"cap-{i}" for i in range(5)]
+    with AvatarWorkerProcess(livekit_server, redis_url, "w-cap", REGION, capacity=4) as w:
+        async with api.LiveKitAPI(livekit_server.http_url, livekit_server.api_key,
+                                  livekit_server.api_secret) as lk:
+            for i, lesson in enumerate(lessons):
+                r.hset(keys.lesson(lesson), mapping={"worker": "w-cap", "fence": 1})
+                await _dispatch(lk, lesson, fence=1, worker="w-cap")
+
+                async def joined(lesson=lesson):
+                    return avatar_identity(lesson) in await _participants(lk, room_name(lesson))
+
+                if i < 4:
+                    assert await _wait_for(joined, 30), f"lesson {i + 1} of 4 gets its avatar"
+                    await asyncio.sleep(1.0)  # LiveKit hears the new load (every 0.5 s)
+                else:
+                    await asyncio.sleep(3.0)
+                    assert not await joined(), "a 5th lesson is refused"
+
+            async def full_refusal():
+                lines = [json.loads(x) for x in w.logfile.read_text().splitlines()
+                         if x.startswith("{")]
+                return [x for x in lines if x.get("event") == "job.rejected"]
+
+            refused = await _wait_for(full_refusal, 10)
+            assert refused and {x["reason"] for x in refused} == {"at capacity"}
+            assert {x["lesson_id"] for x in refused} == {"cap-4"}
+            assert r.hget(keys.worker("w-cap"), "active") == b"4"
+            for lesson in lessons:
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room_name(lesson)))
