@@ -100,11 +100,10 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
         LearnerCaptions(ctx.room, lesson_id=meta.lesson_id, session_id=ctx.job.id)
 
     async def _on_shutdown(reason: str = "") -> None:
-        try:  # the room ended (everyone left, or deleted): free the lesson's seat
-            if await _room_gone(server.settings, ctx.room.name):
-                await server.release_lesson(meta.lesson_id, meta.fence)
+        try:
+            await _settle_lesson(server, ctx.room.name, meta, reason, log)
         except Exception:
-            log.warning("session.release_failed", exc_info=True)
+            log.warning("session.settle_failed", exc_info=True)
         es.close()
         try:
             await runner.aclose()
@@ -120,8 +119,57 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
              voice_agent=meta.voice_agent_identity)
 
     @ctx.room.on("disconnected")
-    def _gone(*_args) -> None:
-        ctx.shutdown("room disconnected")
+    def _gone(reason=None) -> None:
+        name = rtc.DisconnectReason.Name(reason) if isinstance(reason, int) else "UNKNOWN_REASON"
+        ctx.shutdown(f"{DISCONNECTED}{name}")
+
+    loop = asyncio.get_running_loop()
+    try:
+        live = await server.session_live(
+            meta.lesson_id, meta.fence, lambda why: loop.call_soon_threadsafe(ctx.shutdown, why))
+    except Exception as exc:  # Redis away: serve on; the router's retry re-reports us live
+        log.warning("session.live_report_failed", error=repr(exc))
+        live = True
+    if not live:
+        log.warning("lesson.superseded", action="leaving the room")
+        ctx.shutdown(SUPERSEDED)
+
+
+DISCONNECTED = "room disconnected: "
+SUPERSEDED = "fence superseded"
+# how the room went away, by the reason LiveKit gave: the lesson is over (free its seat), or
+# the lesson goes on without this session (dispatch it again)
+_ROOM_OVER = {"ROOM_DELETED", "ROOM_CLOSED"}
+_REMOVED = {"PARTICIPANT_REMOVED"}  # by the router (release, or a move): nothing to do
+
+
+async def _settle_lesson(server: AvatarServer, room: str, meta: DispatchMetadata, reason: str,
+                         log) -> None:
+    """What a session's end means for its lesson. Its room ended: free the seat. It left
+    because its fence moved on, or the router removed it: nothing. Otherwise (LiveKit went
+    away, the avatar was displaced, the job failed) the lesson still wants an avatar: report it
+    lost so the router dispatches again at once. A worker that is stopping reports nothing:
+    the router moves its lessons when it leaves the pool."""
+    if reason == SUPERSEDED:
+        return
+    why = reason.removeprefix(DISCONNECTED) if reason.startswith(DISCONNECTED) else None
+    if why in _REMOVED:
+        return
+    if why in _ROOM_OVER:
+        gone = True
+    elif why is not None:
+        gone = False  # LiveKit's own word: the room lives on
+    else:
+        try:
+            gone = await _room_gone(server.settings, room)
+        except Exception as exc:  # LiveKit unreachable: the room is not known to be over
+            log.info("session.room_unknown", error=repr(exc))
+            gone = False
+    if gone:
+        await server.release_lesson(meta.lesson_id, meta.fence)
+    else:
+        status = await server.session_lost(meta.lesson_id, meta.fence)
+        log.info("lesson.lost", reason=reason, status=status)
 
 
 async def _room_gone(settings, room: str, wait_s: float = 3.0) -> bool:

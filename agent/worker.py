@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
@@ -35,6 +37,8 @@ from config.settings import Settings
 log = get_logger("agent.worker")
 
 JOBS = counter("avatar_jobs_total", "Dispatches seen by this worker, by outcome", ("result",))
+SUPERSEDED = counter("avatar_sessions_superseded_total",
+                     "Sessions this worker left because their lesson's fence moved on")
 SESSIONS = gauge("avatar_sessions_active", "Avatar sessions running on this worker")
 GPU_MEMORY = gauge("avatar_gpu_memory_bytes", "GPU memory held by this worker's torch (GPU only)")
 
@@ -73,6 +77,8 @@ class AvatarServer(AgentServer):
         self._heartbeat_task: asyncio.Task | None = None
         self._drain_task: asyncio.Task | None = None
         self._lessons: dict[str, int] = {}  # lesson id -> fence, of sessions running here
+        # lesson id -> (fence, shutdown of its job, called on the worker's loop)
+        self._sessions: dict[str, tuple[int, Callable[[str], None]]] = {}
         self._engine: AvatarEngine | None = None
 
     @property
@@ -123,9 +129,16 @@ class AvatarServer(AgentServer):
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval_s
+        ttl = self.settings.worker.heartbeat_ttl_s
+        last_ok = time.monotonic()
         while True:
             try:
+                gap = time.monotonic() - last_ok
+                if gap > ttl:  # frozen, or cut off from Redis: our lessons may have moved
+                    self.log.warning("fleet.heartbeat_gap", gap_s=round(gap, 1), ttl_s=ttl)
                 await self.fleet.heartbeat(self.active_sessions)
+                last_ok = time.monotonic()
+                await self._leave_superseded()
                 SESSIONS.set(self.active_sessions)
                 if (gpu := _gpu_memory()) is not None:
                     GPU_MEMORY.set(gpu)
@@ -137,6 +150,18 @@ class AvatarServer(AgentServer):
                 # Keep serving the lessons we have; the router will see us as stale if this lasts.
                 self.log.warning("fleet.heartbeat_failed", error=str(exc))
             await asyncio.sleep(interval)
+
+    async def _leave_superseded(self) -> None:
+        """Leave every room whose lesson's fence moved on (the router gave the lesson to
+        another worker, e.g. while this one was frozen past its TTL): the replacement avatar
+        has the same identity, and two sessions under one identity end with neither."""
+        for lesson in await self.fleet.superseded(dict(self._lessons)):
+            fence = self._lessons.pop(lesson, None)
+            SUPERSEDED.inc()
+            self.log.warning("lesson.superseded", lesson_id=lesson, fence=fence,
+                             action="leaving the room")
+            if (s := self._sessions.pop(lesson, None)) is not None:
+                s[1]("fence superseded")
 
     async def _stop_heartbeat(self) -> None:
         if self._heartbeat_task:
@@ -204,6 +229,9 @@ class AvatarServer(AgentServer):
             JOBS.labels("duplicate").inc()
             self.log.info("job.rejected", reason="already serving this fence", **ids)
             await req.reject()
+            if meta.lesson_id in self._sessions:  # our "live" was lost: the router retried
+                with contextlib.suppress(aioredis.RedisError, OSError):
+                    await self.fleet.report_session(meta.lesson_id, meta.fence, "live")
             return
         self._lessons[meta.lesson_id] = meta.fence
         attributes = {"lesson_id": meta.lesson_id, "worker_id": self.worker_id,
@@ -215,16 +243,37 @@ class AvatarServer(AgentServer):
         await req.accept(name="Tutor", identity=avatar_identity(meta.lesson_id),
                          metadata=meta.to_json(), attributes=attributes)
 
+    async def session_live(self, lesson_id: str, fence: int,
+                           shutdown: Callable[[str], None]) -> bool:
+        """The session's avatar is in the room: tell the fleet (the dispatch is confirmed).
+        False when the fence was superseded meanwhile: the caller leaves. Callable from a
+        job's own event loop: the Redis client lives on the worker's."""
+        status = await self._on_worker_loop(self.fleet.report_session(lesson_id, fence, "live"))
+        if status != "ok":
+            return False
+        self._sessions[lesson_id] = (fence, shutdown)
+        return True
+
+    async def session_lost(self, lesson_id: str, fence: int) -> str:
+        """The session ended but its lesson did not: have the router dispatch it again, unless
+        this worker is on its way out (then the router moves its lessons)."""
+        if self.draining:
+            return "draining"
+        return await self._on_worker_loop(self.fleet.report_session(lesson_id, fence, "lost"))
+
     def session_ended(self, lesson_id: str, fence: int) -> None:
         if self._lessons.get(lesson_id) == fence:
             del self._lessons[lesson_id]
+        if (s := self._sessions.get(lesson_id)) is not None and s[0] == fence:
+            del self._sessions[lesson_id]
+
+    async def _on_worker_loop(self, coro):
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def release_lesson(self, lesson_id: str, fence: int) -> str:
         """Free the seat of a lesson whose room ended (see ``FleetMember.release_lesson``).
         Callable from a job's own event loop: the Redis client lives on the worker's."""
-        fut = asyncio.run_coroutine_threadsafe(self.fleet.release_lesson(lesson_id, fence),
-                                               self._loop)
-        status = await asyncio.wrap_future(fut)
+        status = await self._on_worker_loop(self.fleet.release_lesson(lesson_id, fence))
         self.log.info("lesson.released", lesson_id=lesson_id, fence=fence, status=status)
         return status
 

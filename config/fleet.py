@@ -13,12 +13,15 @@ key                            type    meaning
 ``{pool:R}:worker:<id>:lessons`` set   lesson ids assigned to the worker (for the reconciler)
 ``{pool:R}:lesson:<id>``       hash    worker, fence, epoch (the worker's at assignment), pool,
                                        assigned_at, voice_agent_identity,
-                                       dispatch_fence, dispatch_state (pending|done),
-                                       dispatch_at (ms), dispatch_id
+                                       dispatch_fence, dispatch_state (pending: being
+                                       dispatched | done: LiveKit took it | live: the
+                                       worker's avatar is in the room), dispatch_at (ms),
+                                       dispatch_id, live_at (ms)
 ``{pool:R}:fence``             string  fence counter (INCR); fences only grow (and a lesson that
                                        moves to another pool gets a fence above its old one)
-``{pool:R}:dispatch:pending``  zset    lesson id -> ms its dispatch was claimed; the router's
-                                       reconciler re-dispatches claims older than the lease
+``{pool:R}:dispatch:pending``  zset    lesson id -> ms its dispatch was claimed (or done); the
+                                       router's reconciler re-dispatches the ones not live
+                                       within the lease
 ``lesson-home:<id>``           string  the pool that serves the lesson (claimed ``SET NX``,
                                        moved by compare-and-set when a pool is full); the
                                        lesson's hash lives in that pool
@@ -39,6 +42,11 @@ a router treats a worker whose ``seen`` is older than ``heartbeat_ttl_s`` as dea
 Dispatch: the router dispatches the avatar to the agent name :func:`agent_name` with
 :class:`DispatchMetadata` as the job metadata; the worker's ``request_fnc`` accepts the job only
 while its fence is still the lesson's current fence in Redis (:func:`fence_is_current`).
+The loop is closed by the worker (``session.lua``): once its avatar is in the room it reports
+the lesson ``live``; a session that ends while its room lives on (LiveKit restarted, the avatar
+was displaced) reports it ``lost`` and the router dispatches again at once; and a worker that
+finds a lesson's fence superseded (:meth:`FleetMember.superseded`, every heartbeat) leaves
+that room, so a worker that was frozen past its TTL never competes with its replacement.
 """
 
 from __future__ import annotations
@@ -241,6 +249,7 @@ class FleetMember:
         self.state = WorkerState.STARTING
         self._script = redis.register_script(lua_source("heartbeat"))
         self._release = redis.register_script(lua_source("release"))
+        self._session = redis.register_script(lua_source("session"))
 
     async def register(self) -> int:
         """Start a new epoch for this worker id (a restart is a new epoch) and heartbeat."""
@@ -283,6 +292,31 @@ class FleetMember:
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1])"
                 " end return 0", 1, lesson_home_key(lesson_id), self.keys.region)
         return status
+
+    async def report_session(self, lesson_id: str, fence: int, what: str) -> str:
+        """``live`` / ``lost`` / ``check`` (see ``config/lua/session.lua``); returns ``ok`` or
+        ``superseded`` (leave the room)."""
+        k = self.keys
+        r = await self._session(keys=[k.lesson(lesson_id), k.dispatch_pending],
+                                args=[lesson_id, fence, self.worker_id, what])
+        return r.decode() if isinstance(r, bytes) else r
+
+    async def superseded(self, lessons: dict[str, int]) -> list[str]:
+        """Of ``lesson id -> fence`` held here, the ones whose fence is no longer current."""
+        ids = list(lessons)
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as p:
+            for lesson in ids:
+                p.hmget(self.keys.lesson(lesson), "worker", "fence")
+            rows = await p.execute()
+        out = []
+        for lesson, (worker, fence) in zip(ids, rows, strict=True):
+            w = worker.decode() if isinstance(worker, bytes) else worker
+            f = fence.decode() if isinstance(fence, bytes) else fence
+            if w != self.worker_id or f != str(lessons[lesson]):
+                out.append(lesson)
+        return out
 
     async def fence_is_current(self, meta: DispatchMetadata) -> bool:
         """True when the dispatch's fence is still the lesson's current one and names us."""

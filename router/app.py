@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
             "livekit_url": router.livekit_urls[jr.region], "token": token,
             "room": room_name(lesson_id), "worker_id": a.worker_id, "region": jr.region,
             "avatar_identity": avatar_identity(lesson_id), "fence": a.fence,
+            "avatar_state": "live" if a.live else "assigned",
             "canary": jr.canary,
             "expires_at": (datetime.now(UTC) + timedelta(seconds=rs.token_ttl_s)).isoformat(),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -73,6 +74,9 @@ class JoinResponse(BaseModel):
     region: str
     avatar_identity: str
     fence: int
+    # live: the worker reported this fence's avatar in the room; assigned: dispatched (or being
+    # dispatched), not yet confirmed; the router dispatches again if it is not live in time
+    avatar_state: Literal["live", "assigned"]
     canary: bool
     expires_at: datetime
 

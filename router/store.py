@@ -57,6 +57,7 @@ class Assignment:
     fence: int
     must_dispatch: bool
     changed: bool
+    live: bool = False  # the worker reported this fence's avatar in the room
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ class FleetStore:
             [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
              expect_worker, "1" if evict else "0"],
         )
-        return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]))
+        return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]),
+                          len(r) > 5 and bool(r[5]))
 
     async def release(self, pool: str, lesson_id: str, fence: int) -> tuple[str, int]:
         k = PoolKeys(pool)

@@ -7,9 +7,10 @@
 -- ARGV[6] dispatch lease ms  ARGV[7] voice agent identity or ""  ARGV[8] expected worker or ""
 -- ARGV[9] "1": when the lesson's worker is dead and this pool is full, evict the lesson (the
 --         caller spills it to another pool); "0": leave it where it is (retried later)
--- Returns {status, worker, fence, must_dispatch, changed}; status: ok | full | skip.
+-- Returns {status, worker, fence, must_dispatch, changed, live}; status: ok | full | skip.
 -- must_dispatch = 1 for exactly one caller per fence (it holds the dispatch claim), until the
--- claim is confirmed or older than the lease.
+-- worker reports the avatar live, or while the claim (dispatching, or dispatched and not yet
+-- live) is younger than the lease. live = 1 when the fence's avatar is in the room.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lesson_key, load_key, seen_key, fence_key, pending_key =
@@ -37,8 +38,8 @@ end
 local function claim(fence)
   local h = redis.call('HMGET', lesson_key, 'dispatch_fence', 'dispatch_state', 'dispatch_at')
   if tonumber(h[1]) == fence then
-    if h[2] == 'done' then return 0 end
-    if h[2] == 'pending' and tonumber(h[3]) > now - lease then return 0 end
+    if h[2] == 'live' then return 0 end
+    if (tonumber(h[3]) or 0) > now - lease then return 0 end  -- pending or done, within the lease
   end
   redis.call('HSET', lesson_key, 'dispatch_fence', fence, 'dispatch_state', 'pending',
              'dispatch_at', now)
@@ -65,7 +66,9 @@ if expect ~= '' then
   if alive(old_worker, old_epoch) then return {'skip', old_worker, old_fence, 0, 0} end
 elseif old_worker and alive(old_worker, old_epoch) then
   if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
-  return {'ok', old_worker, old_fence, claim(old_fence), 0}
+  local must = claim(old_fence)
+  local live = redis.call('HGET', lesson_key, 'dispatch_state') == 'live' and 1 or 0
+  return {'ok', old_worker, old_fence, must, 0, live}
 end
 
 -- least-loaded serving worker under capacity; stale or stopped ones leave the candidates
@@ -112,4 +115,4 @@ redis.call('HSET', lesson_key, 'worker', chosen, 'fence', fence, 'pool', pool,
 if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
 redis.call('SADD', prefix .. 'worker:' .. chosen .. ':lessons', lesson_id)
 resync(chosen)
-return {'ok', chosen, fence, claim(fence), 1}
+return {'ok', chosen, fence, claim(fence), 1, 0}

@@ -84,6 +84,12 @@ async def test_heartbeat_fence_check_and_avatar_identity(worker, livekit_server,
             return r.hget(keys.worker("w-test"), "active") == b"1"
 
         assert await _wait_for(active_is_1, 5), "the heartbeat reports the running session"
+
+        async def live():
+            return r.hmget(keys.lesson("L-ok"), "dispatch_state", "dispatch_fence") == [
+                b"live", b"5"]
+
+        assert await _wait_for(live, 5), "the worker reports its avatar live under its fence"
         await asyncio.sleep(1.0)
         assert avatar_identity("L-stale") not in await _participants(lk, room_name("L-stale")), \
             "a job with a stale fence is rejected"

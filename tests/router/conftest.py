@@ -59,8 +59,10 @@ class SimWorker:
     def __init__(self, redis, worker_id: str, region: str = "local", capacity: int = 4) -> None:
         self.member = FleetMember(redis, worker_id, region, capacity)
         self.task: asyncio.Task | None = None
+        self.jobs_task: asyncio.Task | None = None
         self.active = 0
         self._dead = False
+        self.starts_jobs = True  # False: dispatches reach nobody (LiveKit took them, no job ran)
 
     @property
     def id(self) -> str:
@@ -69,6 +71,7 @@ class SimWorker:
     async def start(self) -> SimWorker:
         await self.member.register()
         self.task = asyncio.create_task(self._beat())
+        self.jobs_task = asyncio.create_task(self._jobs())
         return self
 
     async def _beat(self) -> None:
@@ -77,11 +80,33 @@ class SimWorker:
             with contextlib.suppress(Exception):
                 await self.member.heartbeat(self.active)
 
+    async def _jobs(self) -> None:
+        """What a real worker does once a dispatched avatar is in its room: every lesson
+        assigned here whose dispatch LiveKit took (``done``) is reported live. Apart from the
+        heartbeat, so a busy Redis never makes the worker look dead."""
+        k = self.member.keys
+        r = self.member.redis
+        while not self._dead:
+            await asyncio.sleep(0.25)
+            if not self.starts_jobs:
+                continue
+            with contextlib.suppress(Exception):
+                lessons = [m.decode() for m in await r.smembers(k.worker_lessons(self.id))]
+                async with r.pipeline(transaction=False) as p:
+                    for lesson in lessons:
+                        p.hmget(k.lesson(lesson), "fence", "dispatch_fence", "dispatch_state")
+                    rows = await p.execute()
+                for lesson, (fence, dfence, state) in zip(lessons, rows, strict=True):
+                    if fence is not None and fence == dfence and state == b"done":
+                        await self.member.report_session(lesson, int(fence), "live")
+
     async def die(self) -> None:
         """Stop heartbeating, as a crashed worker would. (A flag as well as the cancel: a
         cancel that lands inside a redis-py command can be swallowed, and the loop then ran
         on and hung the fixture's teardown.)"""
         self._dead = True
+        if self.jobs_task:
+            self.jobs_task.cancel()
         if self.task:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):

@@ -146,18 +146,39 @@ async def test_fence_check_of_the_worker_contract(store, redis_client):
     assert not await m.fence_is_current(meta)
 
 
-async def test_dispatch_claim_one_holder_until_confirmed_or_lease(store, redis_client):
-    await member(redis_client, "w1", capacity=5)
+async def test_dispatch_claim_one_holder_until_the_avatar_is_live(store, redis_client):
+    m = await member(redis_client, "w1", capacity=5)
     a = await store.assign("local", "l1")
-    assert a.must_dispatch
+    assert a.must_dispatch and not a.live
     assert not (await store.assign("local", "l1")).must_dispatch
     await store.confirm("local", "l1", a.fence, ok=False)  # failed: claimable again at once
     b = await store.assign("local", "l1")
     assert b.must_dispatch and b.fence == a.fence
     await store.confirm("local", "l1", a.fence, ok=True, dispatch_id="AD_x")
-    await asyncio.sleep(1.1)  # past the lease: a confirmed dispatch is never claimed again
-    assert not (await store.assign("local", "l1")).must_dispatch
+    assert not (await store.assign("local", "l1")).must_dispatch, "LiveKit took it: wait"
+    pending = PoolKeys("local").dispatch_pending
+    assert await redis_client.zscore(pending, "l1") is not None, "watched until live"
+    await asyncio.sleep(1.1)
+    await m.heartbeat(0)
+    # past the lease and no avatar came (LiveKit accepts dispatches it cannot place): again
+    c = await store.assign("local", "l1")
+    assert c.must_dispatch and c.fence == a.fence and not c.live
+    await store.confirm("local", "l1", a.fence, ok=True, dispatch_id="AD_y")
+    assert await m.report_session("l1", a.fence, "live") == "ok"  # the worker's avatar is in
+    await store.confirm("local", "l1", a.fence, ok=True, dispatch_id="AD_late")  # stays live
+    await asyncio.sleep(1.1)
+    await m.heartbeat(0)
+    d = await store.assign("local", "l1")
+    assert d.live and not d.must_dispatch, "a live avatar is never dispatched again"
+    assert await redis_client.zscore(pending, "l1") is None
     assert not await store.confirm("local", "l1", a.fence + 7, ok=True)  # wrong fence: ignored
+    # the session was lost (LiveKit restarted under it): claimable again at once
+    assert await m.report_session("l1", a.fence, "lost") == "ok"
+    e = await store.assign("local", "l1")
+    assert e.must_dispatch and not e.live
+    # a stale fence is told to leave, and changes nothing
+    assert await m.report_session("l1", a.fence - 1, "live") == "superseded"
+    assert await m.report_session("nope", 1, "check") == "superseded"
 
 
 async def test_home_pointer_spill_and_fences_across_pools(store, redis_client):
