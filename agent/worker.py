@@ -79,6 +79,7 @@ class AvatarServer(AgentServer):
         self._lessons: dict[str, int] = {}  # lesson id -> fence, of sessions running here
         # lesson id -> (fence, shutdown of its job, called on the worker's loop)
         self._sessions: dict[str, tuple[int, Callable[[str], None]]] = {}
+        self._voices: dict[str, str] = {}  # lesson id -> its voice agent's identity
         self._engine: AvatarEngine | None = None
 
     @property
@@ -138,7 +139,7 @@ class AvatarServer(AgentServer):
                     self.log.warning("fleet.heartbeat_gap", gap_s=round(gap, 1), ttl_s=ttl)
                 await self.fleet.heartbeat(self.active_sessions)
                 last_ok = time.monotonic()
-                await self._leave_superseded()
+                await self._check_lessons()
                 SESSIONS.set(self.active_sessions)
                 if (gpu := _gpu_memory()) is not None:
                     GPU_MEMORY.set(gpu)
@@ -151,11 +152,24 @@ class AvatarServer(AgentServer):
                 self.log.warning("fleet.heartbeat_failed", error=str(exc))
             await asyncio.sleep(interval)
 
-    async def _leave_superseded(self) -> None:
+    async def _check_lessons(self) -> None:
         """Leave every room whose lesson's fence moved on (the router gave the lesson to
         another worker, e.g. while this one was frozen past its TTL): the replacement avatar
-        has the same identity, and two sessions under one identity end with neither."""
-        for lesson in await self.fleet.superseded(dict(self._lessons)):
+        has the same identity, and two sessions under one identity end with neither. Write
+        back the lessons Redis lost (restarted without its data), as this worker's."""
+        held = dict(self._lessons)
+        adopt, self.fleet.data_lost = self.fleet.data_lost, False
+        for lesson, status in (await self.fleet.check_lessons(held)).items():
+            # missing: released (the router removes the avatar; our release is on its way), or
+            # lost with Redis's data, which is written back
+            if status == "missing" and adopt:
+                status = await self.fleet.report_session(lesson, held[lesson], "adopt",
+                                                         self._voices.get(lesson))
+                if status == "adopted":
+                    self.log.warning("lesson.adopted", lesson_id=lesson, fence=held[lesson],
+                                     why="missing from Redis")
+            if status != "superseded":
+                continue
             fence = self._lessons.pop(lesson, None)
             SUPERSEDED.inc()
             self.log.warning("lesson.superseded", lesson_id=lesson, fence=fence,
@@ -234,6 +248,8 @@ class AvatarServer(AgentServer):
                     await self.fleet.report_session(meta.lesson_id, meta.fence, "live")
             return
         self._lessons[meta.lesson_id] = meta.fence
+        if meta.voice_agent_identity:
+            self._voices[meta.lesson_id] = meta.voice_agent_identity
         attributes = {"lesson_id": meta.lesson_id, "worker_id": self.worker_id,
                       "fence": str(meta.fence)}
         if meta.voice_agent_identity:
@@ -264,6 +280,7 @@ class AvatarServer(AgentServer):
     def session_ended(self, lesson_id: str, fence: int) -> None:
         if self._lessons.get(lesson_id) == fence:
             del self._lessons[lesson_id]
+            self._voices.pop(lesson_id, None)
         if (s := self._sessions.get(lesson_id)) is not None and s[0] == fence:
             del self._sessions[lesson_id]
 

@@ -45,8 +45,10 @@ while its fence is still the lesson's current fence in Redis (:func:`fence_is_cu
 The loop is closed by the worker (``session.lua``): once its avatar is in the room it reports
 the lesson ``live``; a session that ends while its room lives on (LiveKit restarted, the avatar
 was displaced) reports it ``lost`` and the router dispatches again at once; and a worker that
-finds a lesson's fence superseded (:meth:`FleetMember.superseded`, every heartbeat) leaves
-that room, so a worker that was frozen past its TTL never competes with its replacement.
+finds a lesson's fence superseded (:meth:`FleetMember.check_lessons`, every heartbeat) leaves
+that room, so a worker that was frozen past its TTL never competes with its replacement; one
+that finds a lesson missing (Redis restarted without its data) writes it back (``adopt``), so
+the fleet's state is rebuilt from the workers within a heartbeat.
 """
 
 from __future__ import annotations
@@ -247,6 +249,7 @@ class FleetMember:
         self.capacity = capacity
         self.epoch = 0
         self.state = WorkerState.STARTING
+        self.data_lost = False  # set by heartbeat, cleared by whoever rebuilds from it
         self._script = redis.register_script(lua_source("heartbeat"))
         self._release = redis.register_script(lua_source("release"))
         self._session = redis.register_script(lua_source("session"))
@@ -259,14 +262,16 @@ class FleetMember:
         return self.epoch
 
     async def heartbeat(self, active: int) -> int:
-        """Write capacity/state/active; returns Redis time in ms."""
+        """Write capacity/state/active; returns Redis time in ms. Sets :attr:`data_lost` when
+        this worker's own hash had vanished (Redis restarted without its data)."""
         k = self.keys
-        return int(
-            await self._script(
-                keys=[k.worker(self.worker_id), k.workers_seen, k.workers_load],
-                args=[self.worker_id, self.capacity, str(self.state), self.epoch, self.region, active],
-            )
+        now_ms, existed = await self._script(
+            keys=[k.worker(self.worker_id), k.workers_seen, k.workers_load],
+            args=[self.worker_id, self.capacity, str(self.state), self.epoch, self.region, active],
         )
+        if not existed:
+            self.data_lost = True
+        return int(now_ms)
 
     async def drain(self, active: int) -> None:
         """Mark draining first: routers stop assigning before anything else happens."""
@@ -293,29 +298,37 @@ class FleetMember:
                 " end return 0", 1, lesson_home_key(lesson_id), self.keys.region)
         return status
 
-    async def report_session(self, lesson_id: str, fence: int, what: str) -> str:
-        """``live`` / ``lost`` / ``check`` (see ``config/lua/session.lua``); returns ``ok`` or
-        ``superseded`` (leave the room)."""
+    async def report_session(self, lesson_id: str, fence: int, what: str,
+                             voice: str | None = None) -> str:
+        """``live`` / ``lost`` / ``adopt`` (see ``config/lua/session.lua``); returns ``ok``,
+        ``adopted`` or ``superseded`` (leave the room)."""
         k = self.keys
-        r = await self._session(keys=[k.lesson(lesson_id), k.dispatch_pending],
-                                args=[lesson_id, fence, self.worker_id, what])
-        return r.decode() if isinstance(r, bytes) else r
+        r = await self._session(
+            keys=[k.lesson(lesson_id), k.dispatch_pending, k.worker_lessons(self.worker_id),
+                  k.workers_load, k.worker(self.worker_id)],
+            args=[lesson_id, fence, self.worker_id, what, self.region, voice or ""])
+        r = r.decode() if isinstance(r, bytes) else r
+        if r == "adopted":  # and its home pointer, unless a router already placed it
+            await self.redis.set(lesson_home_key(lesson_id), self.region, nx=True)
+        return r
 
-    async def superseded(self, lessons: dict[str, int]) -> list[str]:
-        """Of ``lesson id -> fence`` held here, the ones whose fence is no longer current."""
+    async def check_lessons(self, lessons: dict[str, int]) -> dict[str, str]:
+        """Of ``lesson id -> fence`` held here: ``ok`` (still ours), ``superseded`` (the lesson
+        names another worker or fence: leave) or ``missing`` (Redis lost it: adopt it)."""
         ids = list(lessons)
         if not ids:
-            return []
+            return {}
         async with self.redis.pipeline(transaction=False) as p:
             for lesson in ids:
                 p.hmget(self.keys.lesson(lesson), "worker", "fence")
             rows = await p.execute()
-        out = []
+        out = {}
         for lesson, (worker, fence) in zip(ids, rows, strict=True):
             w = worker.decode() if isinstance(worker, bytes) else worker
             f = fence.decode() if isinstance(fence, bytes) else fence
-            if w != self.worker_id or f != str(lessons[lesson]):
-                out.append(lesson)
+            out[lesson] = ("missing" if w is None else
+                           "ok" if w == self.worker_id and f == str(lessons[lesson])
+                           else "superseded")
         return out
 
     async def fence_is_current(self, meta: DispatchMetadata) -> bool:

@@ -26,6 +26,16 @@ def join(router: RouterProcess, lesson: str) -> dict:
         return json.loads(r.read())
 
 
+def say(router: RouterProcess, lesson: str, text: str) -> int:
+    """The backend makes the tutor speak; returns the HTTP status (202: accepted)."""
+    req = urllib.request.Request(
+        f"http://{router.address}/v1/lessons/{lesson}/say", method="POST",
+        data=json.dumps({"text": text, "language": "en"}).encode(),
+        headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+
+
 def end(router: RouterProcess, lesson: str) -> None:
     """The backend ends the lesson (releases its seat on the worker)."""
     req = urllib.request.Request(f"http://{router.address}/v1/lessons/{lesson}", method="DELETE",

@@ -131,7 +131,8 @@ class Learner:
     tracks: dict[str, rtc.Track] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
 
-    async def join(self, lk, lesson: str) -> None:
+    async def join(self, lk, lesson: str, access_token: str | None = None) -> None:
+        """Join the lesson's room (with the router's learner token, or one minted here)."""
         asset = AvatarRegistry().default()
         self._size, self._crop = (asset.width, asset.height), mouth_crop(asset)
 
@@ -149,7 +150,7 @@ class Learner:
         self.room.register_text_stream_handler(
             TOPIC_TRANSCRIPTION, lambda r, who: self.tasks.append(
                 asyncio.create_task(_on_text(r, who))))
-        await self.room.connect(lk.url, token(lk, "learner", room_name(lesson)))
+        await self.room.connect(lk.url, access_token or token(lk, "learner", room_name(lesson)))
 
     async def _video(self, track):
         async for ev in rtc.VideoStream(track, format=rtc.VideoBufferType.RGBA):

@@ -5,7 +5,7 @@ until it answers, and stops it (SIGTERM, then SIGKILL). Nothing here is a mock:
 
 * :class:`LiveKitServer`  - livekit-server v1.13.5 built with ``go install`` into ``.cache/bin``
   (dev keys ``devkey``/``secret``); pass ``redis_url`` for the multi-node variant.
-* :class:`RedisServer`    - Debian ``redis-server``, no persistence unless asked.
+* :class:`RedisServer`    - Debian ``redis-server``, append-only file on (a restart keeps it).
 * :class:`NginxServer`    - Debian ``nginx`` with a generated config, ``nginx -t`` first.
 * :class:`AvatarWorkerProcess` - our worker, ``python -m agent start``, ready when serving.
 * :class:`RouterProcess`  - our router, ``python -m router``, ready on ``/readyz``.
@@ -164,7 +164,7 @@ def find_program(name: str, *extra_dirs: str) -> str:
 class RedisServer(_Process):
     name = "redis"
 
-    def __init__(self, port: int | None = None, persist: bool = False) -> None:
+    def __init__(self, port: int | None = None, persist: bool = True) -> None:
         super().__init__()
         self.port = port or free_port()
         self.persist = persist
@@ -181,8 +181,11 @@ class RedisServer(_Process):
         argv = [find_program("redis-server", "/usr/sbin", "/usr/bin"), "--port", str(self.port),
                 "--bind", "127.0.0.1", "--dir", str(self.workdir), "--daemonize", "no",
                 "--protected-mode", "yes", "--loglevel", "warning"]
-        if not self.persist:
-            argv += ["--save", "", "--appendonly", "no"]
+        # The fleet's state is durable: an append-only file, fsynced every second (a restart
+        # loses at most the last second), no RDB snapshots. start() again after stop() or
+        # kill() reloads it; persist=False is a Redis that restarts empty.
+        argv += ["--save", "", "--appendonly", "yes" if self.persist else "no",
+                 "--appendfsync", "everysec"]
         self._spawn(argv)
         _wait(self._ping, self.proc, "redis-server", 20, self.logfile)
         return self

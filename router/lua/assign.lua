@@ -41,7 +41,8 @@ local function claim(fence)
     if h[2] == 'live' then return 0 end
     if (tonumber(h[3]) or 0) > now - lease then return 0 end  -- pending or done, within the lease
   end
-  redis.call('HSET', lesson_key, 'dispatch_fence', fence, 'dispatch_state', 'pending',
+  redis.call('HSET', lesson_key, 'dispatch_fence', string.format('%.0f', fence),
+             'dispatch_state', 'pending',
              'dispatch_at', now)
   redis.call('ZADD', pending_key, now, lesson_id)
   return 1
@@ -99,17 +100,21 @@ if not chosen then
   return {'full', '', old_fence, 0, 0}
 end
 
+-- Fences never repeat, even after Redis lost its data (a restart without its append-only
+-- file): none is issued below Redis's clock in microseconds, which only moves on. (Fences are
+-- integers under 2^53; written with %.0f, as Lua would print them with 14 digits.)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fence = redis.call('INCR', fence_key)
-local floor = math.max(min_fence, old_fence)
+local floor = math.max(min_fence, old_fence, now_us)
 if fence <= floor then
   fence = floor + 1
-  redis.call('SET', fence_key, fence)
+  redis.call('SET', fence_key, string.format('%.0f', fence))
 end
 if old_worker then
   redis.call('SREM', prefix .. 'worker:' .. old_worker .. ':lessons', lesson_id)
   resync(old_worker)
 end
-redis.call('HSET', lesson_key, 'worker', chosen, 'fence', fence, 'pool', pool,
+redis.call('HSET', lesson_key, 'worker', chosen, 'fence', string.format('%.0f', fence), 'pool', pool,
            'assigned_at', now,
            'epoch', redis.call('HGET', prefix .. 'worker:' .. chosen, 'epoch') or '0')
 if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end

@@ -25,6 +25,7 @@ async def test_redis_down_503_then_recovers_without_restart(regions_file):
         async with running_app(make_settings(server.url, regions_file)) as c:
             r = await c.post("/v1/lessons/before/join", json=BODY_TEMPLATE, headers=API)
             assert r.status_code == 200
+            fence_before = r.json()["fence"]
             server.kill()
             t0 = time.monotonic()
             for path, method in (("/v1/lessons/during/join", "post"),
@@ -41,7 +42,7 @@ async def test_redis_down_503_then_recovers_without_restart(regions_file):
             assert r.status_code == 503
             assert (await c.get("/readyz")).status_code == 503
             assert (await c.get("/healthz")).status_code == 200  # the process itself is fine
-            # Redis comes back (empty: no persistence) on the same address
+            # Redis comes back on the same address, without its data (a new data directory)
             server2 = RedisServer(port=port).start()
             try:
                 deadline = time.monotonic() + 10
@@ -52,6 +53,7 @@ async def test_redis_down_503_then_recovers_without_restart(regions_file):
                     assert r.status_code == 503 and time.monotonic() < deadline, r.text
                     await asyncio.sleep(0.2)
                 assert r.json()["worker_id"] == "w1"
+                assert r.json()["fence"] > fence_before, "fences never repeat, even then"
                 assert (await c.get("/readyz")).status_code == 200  # scripts loaded again
             finally:
                 server2.__exit__(None, None, None)

@@ -1,0 +1,214 @@
+"""Faults an unlucky operator meets, against the real servers: Redis (append-only file),
+livekit-server, a router and two avatar workers (heartbeat TTL 3 s), each started here. After
+each fault the lesson must end with exactly one avatar in its room, served by the worker Redis
+names, and the learner must hear the next thing the backend says.
+
+An avatar's identity is unique in its room (LiveKit admits one participant per identity), so
+"exactly one avatar" is: the avatar is present, from the worker that Redis assigns, and stays
+so — two workers fighting over the identity show up as it flapping between them or vanishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import redis as redis_sync
+
+from config.fleet import PoolKeys, avatar_identity
+from scripts.failover import TTL_ENV, join, say
+from scripts.room_probe import Learner
+from scripts.servers import AvatarWorkerProcess, LiveKitServer, RedisServer, RouterProcess
+
+pytestmark = [pytest.mark.livekit, pytest.mark.redis]
+WORKERS = ("ch-a", "ch-b")
+
+
+class Fleet:
+    def __init__(self) -> None:
+        self.redis = RedisServer().start()
+        self.lk = LiveKitServer().start()
+        self.workers = {w: AvatarWorkerProcess(self.lk, self.redis.url, w, capacity=2,
+                                               extra_env=TTL_ENV).start() for w in WORKERS}
+        self.router = RouterProcess(self.lk, self.redis.url, extra_env=TTL_ENV).start()
+
+    def stop(self) -> None:
+        for p in (self.router, *self.workers.values(), self.lk, self.redis):
+            with contextlib.suppress(Exception):
+                p.__exit__(None, None, None)
+
+    def lesson(self, lesson: str) -> dict[str, str]:
+        h = redis_sync.Redis.from_url(self.redis.url).hgetall(PoolKeys("local").lesson(lesson))
+        return {k.decode(): v.decode() for k, v in h.items()}
+
+    def events(self, worker: str, name: str) -> list[dict]:
+        lines = self.workers[worker].logfile.read_text().splitlines()
+        return [e for e in (json.loads(x) for x in lines if x.startswith("{"))
+                if e.get("event") == name]
+
+
+@pytest.fixture
+def fleet():
+    f = Fleet()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+def avatar_worker(learner: Learner, lesson: str) -> str | None:
+    p = {x.identity: x for x in learner.room.remote_participants.values()}.get(
+        avatar_identity(lesson))
+    return p.attributes.get("worker_id") if p is not None else None
+
+
+async def wait_avatar(learner: Learner, lesson: str, worker: str | None, timeout: float) -> float:  # noqa: ASYNC109
+    """Seconds until the lesson's avatar is in the room from ``worker`` (any, if None)."""
+    t0 = time.monotonic()
+    while True:
+        w = avatar_worker(learner, lesson)
+        if w is not None and (worker is None or w == worker):
+            return time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"no avatar from {worker} in {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def watch(learner: Learner, lesson: str, seconds: float) -> list[str | None]:
+    """The avatar's worker, sampled every 50 ms."""
+    seen = []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        seen.append(avatar_worker(learner, lesson))
+        await asyncio.sleep(0.05)
+    return seen
+
+
+async def hears_the_tutor(fleet: Fleet, learner: Learner, lesson: str) -> None:
+    await learner.wait_tracks()
+    t0 = time.monotonic()
+    assert await asyncio.to_thread(say, fleet.router, lesson, "Let us go on.") == 202
+    await asyncio.sleep(3.0)
+    _, audio = learner.window(t0, time.monotonic())
+    assert audio.size and np.percentile(audio, 90) > 0.02, "the learner hears the tutor"
+
+
+async def test_a_worker_frozen_past_its_ttl_never_displaces_its_replacement(fleet):
+    lesson = "chaos-freeze"
+    j = await asyncio.to_thread(join, fleet.router, lesson)
+    learner = Learner()
+    await learner.join(fleet.lk, lesson, j["token"])
+    try:
+        first = j["worker_id"]
+        other = next(w for w in WORKERS if w != first)
+        await wait_avatar(learner, lesson, first, 30)
+        frozen = fleet.workers[first].proc
+        os.killpg(frozen.pid, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        try:
+            moved_s = await wait_avatar(learner, lesson, other, 20)
+            await asyncio.sleep(max(0.0, 15 - (time.monotonic() - t_stop)))
+        finally:
+            os.killpg(frozen.pid, signal.SIGCONT)
+        seen = await watch(learner, lesson, 8.0)  # the stale session wakes up
+        assert moved_s < 8, f"the lesson moved {moved_s:.1f} s after the freeze"
+        assert seen[-1] == other and fleet.lesson(lesson)["worker"] == other
+        assert first not in seen, "the resumed worker's stale session never came back"
+        gaps = sum(w is None for w in seen) * 0.05
+        assert gaps <= 2.0, f"the avatar was missing {gaps:.1f} s after the resume"
+        assert fleet.workers[first].running, "the frozen worker lives on"
+        assert fleet.events(first, "lesson.superseded") or fleet.events(first, "session.ended")
+        await hears_the_tutor(fleet, learner, lesson)
+    finally:
+        await learner.leave()
+
+
+@pytest.mark.parametrize("down_s", [5, 30])
+async def test_livekit_restart_brings_the_avatar_back(fleet, down_s):
+    """Short: the avatar's connection resumes by itself. Long: its session gives up and ends,
+    the worker reports the lesson lost, and the router dispatches it again."""
+    lesson = "chaos-livekit"
+    j = await asyncio.to_thread(join, fleet.router, lesson)
+    learner = Learner()
+    await learner.join(fleet.lk, lesson, j["token"])
+    await wait_avatar(learner, lesson, None, 30)
+    await learner.leave()
+    fleet.lk.kill()  # a crash: rooms and jobs are gone with it
+    await asyncio.sleep(down_s)
+    fleet.lk.start()  # same ports
+    t_back = time.monotonic()
+    learner = Learner()
+    try:
+        # the learner's app re-joins (its room is gone) and waits for its tutor
+        j2 = await asyncio.to_thread(join, fleet.router, lesson)
+        assert (j2["worker_id"], j2["fence"]) == (j["worker_id"], j["fence"])
+        await learner.join(fleet.lk, lesson, j2["token"])
+        await wait_avatar(learner, lesson, None, 20)
+        back_s = time.monotonic() - t_back
+        # The worker re-registers with LiveKit on livekit-agents' own backoff (min(2 n, 10) s
+        # between attempts, not configurable), which bounds this: 6-10 s after a 5 s outage.
+        assert back_s <= 15, f"the avatar came back {back_s:.1f} s after LiveKit"
+        seen = await watch(learner, lesson, 3.0)
+        assert set(seen) == {j["worker_id"]}, "one avatar, and it stays"
+        assert fleet.lesson(lesson)["dispatch_state"] == "live"
+        await hears_the_tutor(fleet, learner, lesson)
+    finally:
+        await learner.leave()
+
+
+async def test_redis_restart_keeps_the_fleet_and_fences_never_repeat(fleet):
+    lesson = "chaos-redis"
+    j = await asyncio.to_thread(join, fleet.router, lesson)
+    learner = Learner()
+    await learner.join(fleet.lk, lesson, j["token"])
+    try:
+        await wait_avatar(learner, lesson, j["worker_id"], 30)
+        await asyncio.sleep(1.5)  # the append-only file is fsynced every second
+        jobs_before = len(fleet.events(j["worker_id"], "job.accepted"))
+        fleet.redis.kill()  # SIGKILL, then the same server starts again from its file
+        await asyncio.sleep(2.0)
+        fleet.redis.start()
+        await asyncio.sleep(2.0)
+        again = await asyncio.to_thread(join, fleet.router, lesson)
+        assert (again["worker_id"], again["fence"]) == (j["worker_id"], j["fence"])
+        assert again["avatar_state"] == "live"
+        other = await asyncio.to_thread(join, fleet.router, "chaos-redis-new")
+        assert other["fence"] > j["fence"]
+        seen = await watch(learner, lesson, 4.0)
+        assert set(seen) == {j["worker_id"]}, "the avatar stayed, alone"
+        assert len(fleet.events(j["worker_id"], "job.accepted")) - jobs_before <= 1, \
+            "no second dispatch of the running lesson (only the new lesson's)"
+        await hears_the_tutor(fleet, learner, lesson)
+    finally:
+        await learner.leave()
+
+
+async def test_redis_that_lost_its_data_is_rebuilt_from_the_workers(fleet):
+    lesson = "chaos-redis-lost"
+    j = await asyncio.to_thread(join, fleet.router, lesson)
+    learner = Learner()
+    await learner.join(fleet.lk, lesson, j["token"])
+    try:
+        await wait_avatar(learner, lesson, j["worker_id"], 30)
+        port = fleet.redis.port
+        fleet.redis.kill()
+        fleet.redis = RedisServer(port=port).start()  # same address, empty
+        await asyncio.sleep(2.5)  # a heartbeat or two
+        row = fleet.lesson(lesson)
+        assert row["worker"] == j["worker_id"] and int(row["fence"]) == j["fence"], row
+        assert fleet.events(j["worker_id"], "lesson.adopted")
+        again = await asyncio.to_thread(join, fleet.router, lesson)
+        assert (again["worker_id"], again["fence"], again["avatar_state"]) == (
+            j["worker_id"], j["fence"], "live")
+        other = await asyncio.to_thread(join, fleet.router, "chaos-lost-new")
+        assert other["fence"] > j["fence"], "fences never repeat"
+        seen = await watch(learner, lesson, 3.0)
+        assert set(seen) == {j["worker_id"]}
+        await hears_the_tutor(fleet, learner, lesson)
+    finally:
+        await learner.leave()
