@@ -29,6 +29,7 @@ from config.fleet import (
     FleetMember,
     agent_name,
     avatar_identity,
+    worker_client_name,
 )
 from config.logs import get_logger, setup_logging
 from config.metrics import counter, gauge, start_metrics_server
@@ -71,7 +72,8 @@ class AvatarServer(AgentServer):
             load_threshold=math.inf,
             **kwargs,
         )
-        self.redis = aioredis.Redis.from_url(settings.redis_url)
+        self.redis = aioredis.Redis.from_url(
+            settings.redis_url, client_name=worker_client_name(settings.region, self.worker_id))
         self.fleet = FleetMember(self.redis, self.worker_id, settings.region, self.capacity)
         self.log = log.bind(worker_id=self.worker_id, region=settings.region)
         self._heartbeat_task: asyncio.Task | None = None

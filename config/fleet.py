@@ -87,6 +87,23 @@ def valid_id(value: str) -> bool:
     return bool(_ID_RE.match(value))
 
 
+WORKER_CLIENT_PREFIX = "avatar-worker:"
+
+
+def worker_client_name(pool: str, worker_id: str) -> str:
+    """The name a worker's Redis connections carry (``CLIENT SETNAME``): the reconciler reads
+    ``CLIENT LIST`` to see at once that a killed worker's connection is gone."""
+    return f"{WORKER_CLIENT_PREFIX}{pool}:{worker_id}"
+
+
+def parse_worker_client_name(name: str) -> tuple[str, str] | None:
+    """``(pool, worker id)`` of a worker's connection name, else None."""
+    if not name.startswith(WORKER_CLIENT_PREFIX):
+        return None
+    pool, _, worker = name[len(WORKER_CLIENT_PREFIX):].rpartition(":")
+    return (pool, worker) if pool and worker else None
+
+
 def agent_name(worker_id: str) -> str:
     """The unique agent name a worker registers under, so an explicit dispatch reaches it alone."""
     return f"avatar-{worker_id}"

@@ -102,6 +102,10 @@ class RouterSettings(BaseModel):
     token_ttl_s: int = Field(900, ge=60, le=86400)
     reconcile_interval_s: float = Field(1.0, gt=0, le=60)
     dispatch_lease_s: float = Field(5.0, gt=0, le=120)
+    # A worker whose Redis connection was seen to go (CLIENT LIST, router/liveness.py) and that
+    # has not heartbeaten for this long is dead without waiting out the heartbeat ttl (a
+    # killed process); a little over the heartbeat interval. 0 = the ttl only.
+    disconnect_grace_s: float = Field(1.2, ge=0, le=30)
     livekit_timeout_s: float = Field(3.0, gt=0, le=60)
     redis_timeout_s: float = Field(0.5, gt=0, le=30)
     retry_after_s: int = Field(2, ge=1, le=300)

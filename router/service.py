@@ -4,6 +4,7 @@ release, reconcile. Shared by the API handlers and the reconciler loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -18,6 +19,7 @@ from config.logs import get_logger
 from config.regions import RegionsConfig
 from config.settings import Settings
 from router.livekit import LiveKitClients
+from router.liveness import ConnectionWatch
 from router.metrics import RouterMetrics
 from router.store import Assignment, FleetStore
 
@@ -65,6 +67,7 @@ class Router:
         self.metrics = metrics
         self._canary = (0.0, -1.0)  # (percent, monotonic time read)
         self.livekit_urls = {r.name: r.livekit_url for r in self.regions.regions}
+        self.liveness = ConnectionWatch(redis)
 
     # --- pools ----------------------------------------------------------------------------------
     def all_pools(self) -> list[str]:
@@ -177,8 +180,15 @@ class Router:
         counts = {"moved": 0, "spilled": 0, "no_capacity": 0, "redispatched": 0,
                   "dead_worker": 0}
         swept = {}
+        grace_ms = int(self.rs.disconnect_grace_s * 1000)
+        gone_by: dict[str, set[str]] = {}
         for pool in self.all_pools():
-            dead, stale, live, cap, used = swept[pool] = await self.store.sweep(pool)
+            gone = gone_by[pool] = self.liveness.gone(pool) if grace_ms else set()
+            dead, stale, live, cap, used = swept[pool] = await self.store.sweep(
+                pool, disconnected=gone, grace_ms=grace_ms)
+            # dealt with: dead ones are moved below; after the ttl, the ttl has the say
+            self.liveness.forget(pool, gone & set(dead),
+                                 older_than_s=self.settings.worker.heartbeat_ttl_s)
             region = pool_region(pool)
             self.metrics.live_workers.labels(pool, region).set(live)
             self.metrics.utilisation.labels(pool, region).set(used / cap if cap else 0.0)
@@ -189,7 +199,8 @@ class Router:
                 lessons = await self.redis.smembers(f"{{pool:{pool}}}:worker:{worker}:lessons")
                 for raw in lessons:
                     lesson_id = raw.decode() if isinstance(raw, bytes) else raw
-                    await self._move(pool, lesson_id, worker, counts, free)
+                    await self._move(pool, lesson_id, worker, counts, free,
+                                     disconnected=worker in gone_by[pool])
             for raw in stale:
                 lesson_id = raw.decode() if isinstance(raw, bytes) else raw
                 a = await self.store.assign(pool, lesson_id, evict=False)
@@ -213,14 +224,17 @@ class Router:
         return v.decode() if isinstance(v, bytes) else v
 
     async def _move(self, pool: str, lesson_id: str, dead: str, counts: dict[str, int],
-                    free: dict[str, int]) -> None:
+                    free: dict[str, int], disconnected: bool = False) -> None:
         voice = await self._voice(pool, lesson_id)
         # spill only where the last sweep saw room; otherwise the lesson stays on the dead
         # worker (not evicted) and the next pass tries again
         others = [p for p in self.all_pools()
                   if p != pool and not p.endswith("-canary") and free.get(p, 0) > 0]
+        # a worker whose connection went away is dead after the grace, not the ttl
+        grace = int(self.rs.disconnect_grace_s * 1000)
         a = await self.store.assign(pool, lesson_id, voice=voice or "", expect_worker=dead,
-                                    evict=bool(others))
+                                    evict=bool(others),
+                                    expect_ttl_ms=grace if disconnected and grace else None)
         if a.status == "skip":
             return
         if a.status == "full":
@@ -260,15 +274,28 @@ class Router:
                 pass  # the claim is left open; the next pass retries it
 
     async def run_reconciler(self, stop: asyncio.Event) -> None:
+        """Reconcile every ``reconcile_interval_s`` (jittered, so replicas do not tick in
+        lockstep); at once when a worker's Redis connection disappears, then every 0.2 s until
+        the grace tells whether it is dead."""
         interval = self.rs.reconcile_interval_s
-        while not stop.is_set():
-            try:
-                await self.reconcile_once()
-            except Exception as exc:  # Redis down etc.: keep going, try again next tick
-                log.warning("reconcile.error", error=repr(exc))
-            # jitter, so replicas do not tick in lockstep
-            timeout = interval * random.uniform(0.8, 1.2)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout)
-            except TimeoutError:
-                pass
+        watch = (asyncio.create_task(self.liveness.run(stop), name="liveness")
+                 if self.rs.disconnect_grace_s else None)
+        try:
+            while not stop.is_set():
+                self.liveness.wake.clear()
+                try:
+                    await self.reconcile_once()
+                except Exception as exc:  # Redis down etc.: keep going, try again next tick
+                    log.warning("reconcile.error", error=repr(exc))
+                timeout = (min(0.2, interval) if self.liveness.pending
+                           else interval * random.uniform(0.8, 1.2))
+                waits = [asyncio.ensure_future(stop.wait()),
+                         asyncio.ensure_future(self.liveness.wake.wait())]
+                await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+        finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch

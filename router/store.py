@@ -77,13 +77,16 @@ class FleetStore:
 
     # --- one pool -----------------------------------------------------------------------------
     async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0, voice: str = "",
-                     expect_worker: str = "", evict: bool = True) -> Assignment:
+                     expect_worker: str = "", evict: bool = True,
+                     expect_ttl_ms: int | None = None) -> Assignment:
+        """``expect_ttl_ms``: how fresh ``expect_worker``'s heartbeat must be for it to count
+        as alive (default the ttl; a worker whose connection is gone gets the grace)."""
         k = PoolKeys(pool)
         r = await self.scripts(
             "assign",
             [k.lesson(lesson_id), k.workers_load, k.workers_seen, k.fence, k.dispatch_pending],
             [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
-             expect_worker, "1" if evict else "0"],
+             expect_worker, "1" if evict else "0", expect_ttl_ms or self.ttl_ms],
         )
         return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]),
                           len(r) > 5 and bool(r[5]))
@@ -101,10 +104,14 @@ class FleetStore:
                                [lesson_id, fence, "done" if ok else "failed", dispatch_id])
         return bool(r)
 
-    async def sweep(self, pool: str, limit: int = 100) -> tuple[list[str], list[str], int, int, int]:
+    async def sweep(self, pool: str, limit: int = 100, disconnected: set[str] | None = None,
+                    grace_ms: int = 0) -> tuple[list[str], list[str], int, int, int]:
+        """``disconnected``: workers whose Redis connection was seen to disappear
+        (:mod:`router.liveness`); one of them silent for ``grace_ms`` is dead."""
         k = PoolKeys(pool)
         r = await self.scripts("sweep", [k.workers_load, k.workers_seen, k.dispatch_pending],
-                               [self.ttl_ms, k.prefix, self.lease_ms, limit])
+                               [self.ttl_ms, k.prefix, self.lease_ms, limit, grace_ms,
+                                *sorted(disconnected or ())])
         return [_s(x) for x in r[0]], [_s(x) for x in r[1]], int(r[2]), int(r[3]), int(r[4])
 
     # --- the lesson's home ----------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""Worker death, end to end: a lesson is served by one of two real workers; that worker is
-killed (SIGKILL); the router's reconciler moves the lesson and the other worker's avatar joins
-the room. Used by tests/integration/test_failover.py and benchmarks/failover.py.
+"""Worker faults, end to end: a lesson is served by one of two real workers; that worker is
+killed (SIGKILL) or frozen (SIGSTOP past its heartbeat ttl); the router's reconciler moves the
+lesson and the other worker's avatar joins the room. Used by tests/integration/test_failover.py,
+tests/chaos and benchmarks/failover.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.request
 
@@ -53,10 +56,13 @@ def _avatar_worker(room: rtc.Room, identity: str) -> str | None:
 
 async def kill_and_time_recovery(router: RouterProcess,
                                  workers: dict[str, AvatarWorkerProcess], lesson: str,
-                                 limit_s: float = 30.0, end_lesson: bool = True) -> dict:
-    """Join ``lesson``, wait for its avatar, SIGKILL its worker; seconds until the avatar is
-    back in the room, served by another worker. ``end_lesson``: DELETE it afterwards (frees the
-    seat for the next round)."""
+                                 limit_s: float = 30.0, end_lesson: bool = True,
+                                 fault: str = "kill", frozen_s: float = 12.0) -> dict:
+    """Join ``lesson``, wait for its avatar, then fault its worker; seconds until the avatar
+    is back in the room, served by another worker. ``fault``: ``kill`` (SIGKILL) or ``freeze``
+    (SIGSTOP for ``frozen_s``, then SIGCONT; ``displaced`` says whether the resumed worker's
+    stale session took the room back within 5 s). ``end_lesson``: DELETE it afterwards (frees
+    the seat for the next round)."""
     joined = join(router, lesson)
     room = rtc.Room()
     await room.connect(joined["livekit_url"], joined["token"])
@@ -67,14 +73,34 @@ async def kill_and_time_recovery(router: RouterProcess,
             if time.monotonic() > deadline:
                 raise TimeoutError(f"avatar never joined from {first}")
             await asyncio.sleep(0.05)
-        workers[first].kill()
-        t_kill = time.monotonic()
-        while (w := _avatar_worker(room, ident)) in (None, first):
-            if time.monotonic() - t_kill > limit_s:
-                raise TimeoutError("the avatar did not come back")
-            await asyncio.sleep(0.05)
-        return {"lesson": lesson, "killed": first, "now_on": w, "fence_before": joined["fence"],
-                "seconds": round(time.monotonic() - t_kill, 2)}
+        proc = workers[first].proc
+        if fault == "kill":
+            workers[first].kill()
+        else:
+            os.killpg(proc.pid, signal.SIGSTOP)
+        t_fault = time.monotonic()
+        try:
+            while (w := _avatar_worker(room, ident)) in (None, first):
+                if time.monotonic() - t_fault > limit_s:
+                    raise TimeoutError("the avatar did not come back")
+                await asyncio.sleep(0.05)
+            seconds = time.monotonic() - t_fault
+            out = {"lesson": lesson, "fault": fault, "faulted": first, "now_on": w,
+                   "fence_before": joined["fence"], "seconds": round(seconds, 2)}
+            if fault == "freeze":
+                await asyncio.sleep(max(0.0, frozen_s - (time.monotonic() - t_fault)))
+        finally:
+            if fault == "freeze":
+                os.killpg(proc.pid, signal.SIGCONT)
+        if fault == "freeze":
+            seen = []
+            t_end = time.monotonic() + 5.0
+            while time.monotonic() < t_end:
+                seen.append(_avatar_worker(room, ident))
+                await asyncio.sleep(0.05)
+            out["displaced"] = first in seen or seen[-1] != w
+            out["missing_after_resume_s"] = round(sum(x is None for x in seen) * 0.05, 2)
+        return out
     finally:
         await room.disconnect()
         if end_lesson:

@@ -246,10 +246,12 @@ class LiveKitServer(_Process):
     name = "livekit"
 
     def __init__(self, redis_address: str | None = None, region: str | None = None,
-                 port: int | None = None, rtc_udp_port: int | None = None) -> None:
+                 port: int | None = None, rtc_udp_port: int | None = None,
+                 webhook_urls: list[str] | None = None) -> None:
         super().__init__()
         self.port = port or free_port()
         self.rtc_udp_port = rtc_udp_port or free_tcp_udp_port()
+        self.webhook_urls = list(webhook_urls or [])  # signed with this server's API key
         self.redis_address = redis_address
         self.region = region
         self.api_key, self.api_secret = DEV_KEY, DEV_SECRET
@@ -299,6 +301,9 @@ class LiveKitServer(_Process):
             "prometheus:",
             "  port: 0",
         ]
+        if self.webhook_urls:
+            lines += ["webhook:", f"  api_key: {self.api_key}", "  urls:",
+                      *[f"    - {u}" for u in self.webhook_urls]]
         if self.redis_address:
             lines += ["redis:", f"  address: {self.redis_address}"]
         if self.region:

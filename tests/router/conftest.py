@@ -48,9 +48,13 @@ def regions_file(tmp_path, livekit_server) -> Path:
 
 def make_settings(redis_url: str, regions_file: Path, **router) -> Settings:
     rs = {"api_key_sha256": [hash_key(DEV_API_KEY)], "ops_key_sha256": [hash_key(DEV_OPS_KEY)],
-          "reconcile_interval_s": 0.3, "dispatch_lease_s": 2.0, "canary_cache_s": 0.0, **router}
+          "reconcile_interval_s": 0.3, "dispatch_lease_s": 2.0, "canary_cache_s": 0.0,
+          # simulated workers share one unnamed Redis client: they never show a connection of
+          # their own, so only the heartbeat ttl tells their death (see test_reconciler)
+          "disconnect_grace_s": 0.0, **router}
+    ttl = rs.pop("heartbeat_ttl_s", TTL_S)
     return Settings(redis_url=redis_url, regions_file=regions_file,
-                    router=RouterSettings(**rs), worker=WorkerSettings(heartbeat_ttl_s=TTL_S))
+                    router=RouterSettings(**rs), worker=WorkerSettings(heartbeat_ttl_s=ttl))
 
 
 class SimWorker:

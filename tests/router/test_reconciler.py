@@ -10,10 +10,17 @@ import pytest
 import redis.asyncio as aioredis
 from livekit import api
 
-from config.fleet import DispatchMetadata, PoolKeys, agent_name
+from config.fleet import DispatchMetadata, PoolKeys, agent_name, worker_client_name
 from router.metrics import RouterMetrics
 from router.service import Router
-from tests.router.conftest import API, BODY_TEMPLATE, TTL_S, make_settings, running_app
+from tests.router.conftest import (
+    API,
+    BODY_TEMPLATE,
+    TTL_S,
+    SimWorker,
+    make_settings,
+    running_app,
+)
 
 pytestmark = [pytest.mark.redis, pytest.mark.livekit]
 
@@ -81,6 +88,42 @@ async def test_dead_worker_lessons_move_with_new_fences_and_dispatches(
             assert await redis_client.scard(k.worker_lessons(w)) <= 5
         assert 'router_reconciler_actions_total{action="moved"} 3.0' in (
             await c.get("/metrics")).text
+
+
+async def test_a_killed_workers_lessons_move_without_waiting_out_the_ttl(
+        redis_url, regions_file, workers, lk, redis_client):
+    """A worker holds a named Redis connection; a killed process's connection closes at once,
+    and the reconciler (CLIENT LIST) moves its lessons after the short grace, not the ttl. A
+    live worker that merely shows no connection of its own keeps its lessons."""
+    named = aioredis.Redis.from_url(redis_url, client_name=worker_client_name("local", "wk"))
+    victim = await SimWorker(named, "wk", capacity=4).start()
+    await workers("w2", capacity=4)  # heartbeats, but through a shared unnamed client
+    settings = make_settings(redis_url, regions_file, heartbeat_ttl_s=10.0,
+                             disconnect_grace_s=0.8)
+    try:
+        async with running_app(settings) as c:
+            placed = {}
+            for i in range(4):
+                r = await c.post(f"/v1/lessons/kd{i}/join", json=BODY_TEMPLATE, headers=API)
+                placed[f"kd{i}"] = r.json()["worker_id"]
+            assert set(placed.values()) == {"wk", "w2"}
+            await asyncio.sleep(2.0)  # w2 shows no connection of its own: it keeps its lessons
+            k = PoolKeys("local")
+            assert await redis_client.scard(k.worker_lessons("w2")) == sum(
+                w == "w2" for w in placed.values())
+            await victim.die()
+            await named.aclose()  # the process is gone: so is its connection
+            t0 = time.monotonic()
+            while await redis_client.scard(k.worker_lessons("wk")):
+                assert time.monotonic() - t0 < 5, "not moved before the 10 s ttl"
+                await asyncio.sleep(0.05)
+            moved_s = time.monotonic() - t0
+            assert moved_s < 3, moved_s
+            for lesson in placed:
+                assert (await redis_client.hget(k.lesson(lesson), "worker")) == b"w2"
+    finally:
+        await victim.die()
+        await named.aclose()
 
 
 async def test_racing_reconcilers_move_each_lesson_once(redis_url, regions_file, workers, lk,
