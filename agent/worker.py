@@ -33,6 +33,7 @@ from config.fleet import (
 )
 from config.logs import get_logger, setup_logging
 from config.metrics import counter, gauge, start_metrics_server
+from config.redis_client import connect as connect_redis
 from config.settings import Settings
 
 log = get_logger("agent.worker")
@@ -72,8 +73,9 @@ class AvatarServer(AgentServer):
             load_threshold=math.inf,
             **kwargs,
         )
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, client_name=worker_client_name(settings.region, self.worker_id))
+        self.redis = connect_redis(
+            settings.redis_url, settings.redis_cluster,
+            client_name=worker_client_name(settings.region, self.worker_id))
         self.fleet = FleetMember(self.redis, self.worker_id, settings.region, self.capacity)
         self.log = log.bind(worker_id=self.worker_id, region=settings.region)
         self._heartbeat_task: asyncio.Task | None = None

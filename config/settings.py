@@ -132,6 +132,7 @@ class Settings(BaseSettings):
 
     livekit: LiveKitSettings = LiveKitSettings()
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = False  # redis_url is one node of a Redis Cluster
     regions_file: Path | None = None
     region: str = Field("local", pattern=r"^[a-z0-9-]{1,32}$")
     worker: WorkerSettings = WorkerSettings()

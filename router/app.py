@@ -18,10 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from livekit import api as lkapi
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from config.fleet import ID_PATTERN, SayRequest, avatar_identity, pool_region, room_name
 from config.logs import get_logger
 from config.metrics import metrics_response
+from config.redis_client import connect as connect_redis
 from config.regions import RegionsConfig
 from config.settings import Settings, load_settings
 from router.auth import key_matches
@@ -46,6 +51,11 @@ from router.schemas import (
     WorkerView,
 )
 from router.service import DispatchFailed, NoCapacity, Router, UnknownRegion
+
+# Redis cannot answer for now (down, loading, or a cluster slot without a primary during a
+# failover): 503 with Retry-After, never a 500
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ClusterError,
+                     RedisClusterException, TryAgainError)
 
 log = get_logger("router.api")
 
@@ -83,15 +93,16 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        redis = Redis.from_url(settings.redis_url, socket_timeout=rs.redis_timeout_s,
-                               socket_connect_timeout=rs.redis_timeout_s,
-                               retry=Retry(NoBackoff(), 1), max_connections=256)
+        redis = connect_redis(settings.redis_url, settings.redis_cluster,
+                              socket_timeout=rs.redis_timeout_s,
+                              socket_connect_timeout=rs.redis_timeout_s,
+                              retry=Retry(NoBackoff(), 1), max_connections=256)
         router = Router(settings, redis, metrics, regions)
         state["router"] = router
         app.state.router = router
         try:
             await router.store.scripts.load()
-        except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             log.warning("router.start.redis_unavailable", error=repr(exc))  # /readyz says so
         stop = asyncio.Event()
         task = asyncio.create_task(router.run_reconciler(stop)) if reconciler else None
@@ -127,7 +138,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
         return JSONResponse({"error": reason, "detail": exc.detail}, exc.status_code,
                             headers=getattr(exc, "headers", None))
 
-    for exc_type in (RedisConnectionError, RedisTimeoutError, BusyLoadingError):
+    for exc_type in REDIS_UNAVAILABLE:
         @app.exception_handler(exc_type)
         async def _redis_down(_req: Request, exc: Exception):
             metrics.redis_errors.inc()
@@ -286,7 +297,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
             await router.redis.ping()
             if not await router.store.scripts.loaded():
                 await router.store.scripts.load()
-        except (RedisConnectionError, RedisTimeoutError, BusyLoadingError) as exc:
+        except REDIS_UNAVAILABLE as exc:
             raise ApiError(503, "redis_unavailable", repr(exc), retry_after) from None
         return {"status": "ready"}
 

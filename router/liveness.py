@@ -20,6 +20,7 @@ import contextlib
 import time
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from config.fleet import parse_worker_client_name
 from config.logs import get_logger
@@ -28,7 +29,7 @@ log = get_logger("router.liveness")
 
 
 class ConnectionWatch:
-    def __init__(self, redis: Redis, period_s: float = 0.25) -> None:
+    def __init__(self, redis: Redis | RedisCluster, period_s: float = 0.25) -> None:
         self.redis = redis
         self.period_s = period_s
         self.enabled = True
@@ -42,8 +43,7 @@ class ConnectionWatch:
         or is not the server process it was at the last look (it restarted: every connection
         went at once, and the workers have not reconnected yet)."""
         try:
-            run_id = (await self.redis.info("server")).get("run_id")
-            clients = await self.redis.client_list(_type="normal")
+            run_id, clients = await self._look()
         except Exception as exc:
             if "NOPERM" in str(exc) or "unknown command" in str(exc).lower():
                 log.warning("liveness.client_list_refused", error=repr(exc))
@@ -55,6 +55,18 @@ class ConnectionWatch:
             log.info("liveness.redis_restarted")
             return None
         return {pw for c in clients if (pw := parse_worker_client_name(c.get("name", "")))}
+
+    async def _look(self) -> tuple[str, list[dict]]:
+        """(server identity, connections): of the one server, or of every primary of a
+        cluster (a worker talks to each; a failover changes the identity)."""
+        if not isinstance(self.redis, RedisCluster):
+            run_id = (await self.redis.info("server")).get("run_id")
+            return run_id, await self.redis.client_list(_type="normal")
+        ids, clients = [], []
+        for node in self.redis.get_primaries():
+            ids.append((await self.redis.info("server", target_nodes=node)).get("run_id"))
+            clients += await self.redis.client_list(_type="normal", target_nodes=node)
+        return ",".join(sorted(map(str, ids))), clients
 
     async def observe(self) -> None:
         now = await self.connected()

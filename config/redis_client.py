@@ -1,0 +1,23 @@
+"""One way to open the fleet's Redis: a single server or a Redis Cluster.
+
+Every key a Lua script touches shares its pool's hash tag (``{pool:<region>}``, see
+``config/fleet.py``), so each script runs on the one node that owns that slot, and the rest
+(``lesson-home:<id>``, ``router:canary``) are single-key commands: the same code runs on both.
+``redis_cluster: true`` (``AVATAR_REDIS_CLUSTER``) opens a cluster client from any node's URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+
+def connect(url: str, cluster: bool = False, **kwargs: Any) -> Redis | RedisCluster:
+    """A ``redis.asyncio`` client for ``url``; with ``cluster``, a ``RedisCluster`` that finds
+    the other nodes from this one. Options a cluster client does not take are dropped."""
+    if not cluster:
+        return Redis.from_url(url, **kwargs)
+    kwargs.pop("max_connections", None)  # per node in a cluster client, default is fine
+    return RedisCluster.from_url(url, **kwargs)
