@@ -11,6 +11,7 @@ whose room LiveKit closed frees its seat in the fleet.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from livekit import rtc
@@ -71,6 +72,7 @@ class _AvatarRunner(AvatarRunner):
 
 
 async def run_session(server: AvatarServer, ctx: JobContext) -> None:
+    t_start = time.monotonic()
     meta = DispatchMetadata.from_json(ctx.job.metadata)
     ids = {"lesson_id": meta.lesson_id, "fence": meta.fence, "worker_id": server.worker_id,
            "session_id": ctx.job.id}
@@ -80,6 +82,7 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     engine = server.engine
     es = engine.open_session(lambda _f: None, session_id=ctx.job.id)
     gen = EngineVideoGenerator(es, asyncio.get_running_loop())
+    gen.started_at = t_start
     receiver = VoiceAgentReceiver(
         ctx.room, sender_identity=meta.voice_agent_identity, lesson_id=meta.lesson_id,
         stall_s=server.settings.worker.stall_s, max_queued_s=server.settings.worker.max_queued_s)

@@ -12,6 +12,7 @@ the frames waiting here and the synchroniser's queues.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -20,10 +21,13 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from avatar_pipeline.engine import EngineSession, OutputFrame
 from config.logs import get_logger
-from config.metrics import counter
+from config.metrics import counter, histogram
 
 log = get_logger("agent.video_gen")
 DROPPED = counter("avatar_frames_dropped_total", "Frames dropped because nobody consumed them")
+FIRST_FRAME = histogram("avatar_first_frame_seconds",
+                        "Session start (job accepted) -> its first video frame handed to WebRTC",
+                        buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
 _FORMATS = {"i420": rtc.VideoBufferType.I420, "rgba": rtc.VideoBufferType.RGBA}
 
 
@@ -40,6 +44,7 @@ class EngineVideoGenerator(VideoGenerator):
         self._in_rate: int | None = None
         self.av_sync = None  # the runner's synchroniser, set by the session; cleared on clear
         self.segments_played = 0
+        self.started_at: float | None = None  # monotonic: the session's start, for FIRST_FRAME
         session.on_frame = self._on_frame
 
     # engine thread
@@ -92,9 +97,13 @@ class EngineVideoGenerator(VideoGenerator):
         return self._frames()
 
     async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        first = True
         while True:
             f = await self._queue.get()
             yield rtc.VideoFrame(f.width, f.height, _FORMATS[f.fmt], f.video)
+            if first and self.started_at is not None:
+                FIRST_FRAME.observe(time.monotonic() - self.started_at)
+            first = False
             if f.audio is not None:
                 yield rtc.AudioFrame(f.audio.tobytes(), self.sample_rate, 1, len(f.audio))
             if f.segment_end:

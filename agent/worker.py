@@ -43,14 +43,19 @@ SUPERSEDED = counter("avatar_sessions_superseded_total",
                      "Sessions this worker left because their lesson's fence moved on")
 SESSIONS = gauge("avatar_sessions_active", "Avatar sessions running on this worker")
 GPU_MEMORY = gauge("avatar_gpu_memory_bytes", "GPU memory held by this worker's torch (GPU only)")
+GPU_MEMORY_TOTAL = gauge("avatar_gpu_memory_total_bytes", "Memory of this worker's GPU (GPU only)")
 
 
-def _gpu_memory() -> int | None:
+def _gpu_memory() -> tuple[int, int] | None:
+    """(allocated by torch, the device's total) on a GPU worker, else None."""
     try:
         import torch
     except ImportError:
         return None
-    return int(torch.cuda.memory_allocated()) if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    return int(torch.cuda.memory_allocated()), int(
+        torch.cuda.get_device_properties(0).total_memory)
 
 
 class AvatarServer(AgentServer):
@@ -146,7 +151,8 @@ class AvatarServer(AgentServer):
                 await self._check_lessons()
                 SESSIONS.set(self.active_sessions)
                 if (gpu := _gpu_memory()) is not None:
-                    GPU_MEMORY.set(gpu)
+                    GPU_MEMORY.set(gpu[0])
+                    GPU_MEMORY_TOTAL.set(gpu[1])
                 if (self._drain_task is None and await self.redis.hget(
                         self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
                     self.log.info("fleet.drain_requested_by_ops")

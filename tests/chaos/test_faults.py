@@ -91,6 +91,11 @@ async def watch(learner: Learner, lesson: str, seconds: float) -> list[str | Non
 
 async def hears_the_tutor(fleet: Fleet, learner: Learner, lesson: str) -> None:
     await learner.wait_tracks()
+    deadline = time.monotonic() + 15
+    # the avatar now in the room may be a new one: wait for its audio to flow to the learner
+    while not (learner.audio_t and learner.audio_t[-1] > time.monotonic() - 0.3):
+        assert time.monotonic() < deadline, "the learner receives the avatar's audio"
+        await asyncio.sleep(0.1)
     t0 = time.monotonic()
     assert await asyncio.to_thread(say, fleet.router, lesson, "Let us go on.") == 202
     await asyncio.sleep(3.0)
