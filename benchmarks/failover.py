@@ -1,10 +1,11 @@
 """Worker faults -> avatar back in the room: repeated SIGKILLs and freezes (SIGSTOP past the
-heartbeat ttl, then SIGCONT) of the serving worker, with the real livekit-server, Redis, two
-avatar workers and a router (heartbeat ttl 3 s, reconcile every second, disconnect grace
-1.5 s). After each kill the dead worker is restarted under the same id (a new epoch); a frozen
-worker is resumed and must not take the room back.
+heartbeat ttl, then SIGCONT) of the serving worker, and restarts of LiveKit and of Redis (from
+its append-only file), each down 5 s, with the real livekit-server, Redis, two avatar workers
+and a router (heartbeat ttl 3 s, reconcile every second, disconnect grace 1.2 s). After each
+kill the dead worker is restarted under the same id (a new epoch); a frozen worker is resumed
+and must not take the room back.
 
-    .venv/bin/python -m benchmarks.failover [--rounds 8]
+    .venv/bin/python -m benchmarks.failover [--rounds 6]
 
 Writes benchmarks/results/failover.json and .png, naming the machine.
 """
@@ -23,7 +24,11 @@ from tqdm import tqdm  # noqa: E402
 
 from benchmarks.machine import RESULTS, machine, machine_label, write_json  # noqa: E402
 from config.logs import setup_logging  # noqa: E402
-from scripts.failover import TTL_ENV, kill_and_time_recovery  # noqa: E402
+from scripts.failover import (  # noqa: E402
+    TTL_ENV,
+    kill_and_time_recovery,
+    server_fault_recovery,
+)
 from scripts.servers import (  # noqa: E402
     AvatarWorkerProcess,
     LiveKitServer,
@@ -31,7 +36,9 @@ from scripts.servers import (  # noqa: E402
     RouterProcess,
 )
 
-FAULTS = ("kill", "freeze")
+WORKER_FAULTS = ("kill", "freeze")
+SERVER_FAULTS = ("livekit_restart", "redis_restart")
+FAULTS = WORKER_FAULTS + SERVER_FAULTS
 GOAL_P99_S = 2.0  # issue 11: worker death -> avatar back, p99
 
 
@@ -40,6 +47,20 @@ def _stats(secs: list[float]) -> dict:
     return {"n": len(secs), "seconds_p50": round(float(np.percentile(a, 50)), 2),
             "seconds_p99": round(float(np.percentile(a, 99)), 2),
             "seconds_max": round(float(a.max()), 2)}
+
+
+async def _registered(workers: dict[str, AvatarWorkerProcess], limit_s: float) -> None:
+    """Until every worker is registered with LiveKit again (after a LiveKit restart they
+    reconnect on livekit-agents' backoff) and has heartbeaten."""
+    await asyncio.sleep(2.0)
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while asyncio.get_running_loop().time() < deadline:
+        lines = {w: [x.get("event") for x in p.log_lines()] for w, p in workers.items()}
+        if all(ev and max((i for i, e in enumerate(ev) if e == "registered worker"), default=-1)
+               > max((i for i, e in enumerate(ev) if "failed to connect" in str(e)),
+                     default=-1) for ev in lines.values()):
+            return
+        await asyncio.sleep(0.5)
 
 
 async def run(rounds: int) -> dict:
@@ -52,19 +73,35 @@ async def run(rounds: int) -> dict:
         with RouterProcess(lk, redis.url, extra_env=TTL_ENV) as router:
             for i in tqdm(range(rounds * len(FAULTS)), desc="faults"):
                 fault = FAULTS[i % len(FAULTS)]
-                r = await kill_and_time_recovery(router, workers, f"fo-{i}", fault=fault)
+                if fault in WORKER_FAULTS:
+                    r = await kill_and_time_recovery(router, workers, f"fo-{i}", fault=fault)
+                else:
+                    r = await server_fault_recovery(router, lk, redis, f"fo-{i}", fault)
                 rows.append(r)
                 if fault == "kill":
                     workers[r["faulted"]] = worker(r["faulted"])  # back, under a new epoch
-                else:
-                    await asyncio.sleep(2.0)  # the resumed worker heartbeats again
+                else:  # the resumed worker heartbeats again; workers re-register with LiveKit
+                    await _registered(workers, 30.0)
         for w in workers.values():
             w.stop()
     by_fault = {f: _stats([r["seconds"] for r in rows if r["fault"] == f]) for f in FAULTS}
     by_fault["freeze"]["displaced"] = sum(bool(r.get("displaced")) for r in rows)
+    redis_rows = [r for r in rows if r["fault"] == "redis_restart"]
+    by_fault["redis_restart"]["same_worker_and_fence"] = sum(
+        bool(r.get("same_worker_and_fence")) for r in redis_rows)
+    by_fault["redis_restart"]["avatar_stayed"] = sum(bool(r.get("avatar_stayed"))
+                                                     for r in redis_rows)
     return {"benchmark": "failover", "machine": machine(), "heartbeat_ttl_s": 3,
-            "reconcile_interval_s": 1, "disconnect_grace_s": 1.5, "rounds": rows,
-            "by_fault": by_fault, "goal": {"kill_seconds_p99": GOAL_P99_S}}
+            "reconcile_interval_s": 1, "disconnect_grace_s": 1.2, "server_down_s": 5.0,
+            "measures": {
+                "kill": "SIGKILL of the serving worker -> its avatar back from the other worker",
+                "freeze": "SIGSTOP of the serving worker -> avatar back from the other worker",
+                "livekit_restart": "LiveKit back (after 5 s down) -> the re-joined learner "
+                                   "has the avatar",
+                "redis_restart": "Redis back from its AOF (after 5 s down) -> a join answers "
+                                 "200 with the avatar live"},
+            "rounds": rows, "by_fault": by_fault,
+            "goal": {"kill_seconds_p99": GOAL_P99_S, "server_fault_seconds": 5.0}}
 
 
 def plot(p: dict) -> None:
@@ -75,7 +112,7 @@ def plot(p: dict) -> None:
                    label=f"{f}: p50 {p['by_fault'][f]['seconds_p50']} s, "
                          f"p99 {p['by_fault'][f]['seconds_p99']} s")
     ax.axhline(GOAL_P99_S, ls="--", c="gray", lw=1, label=f"goal (kill) p99 {GOAL_P99_S} s")
-    ax.set(title="worker fault -> avatar back in the room (from another worker)",
+    ax.set(title="fault -> lesson has its avatar again (see 'measures' in the JSON)",
            xticks=range(len(FAULTS)), xticklabels=FAULTS, ylabel="s", ylim=(0, None))
     ax.legend(fontsize=8)
     fig.suptitle(machine_label(p["machine"]), fontsize=9)
@@ -86,7 +123,7 @@ def plot(p: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=8, help="rounds of each fault")
+    ap.add_argument("--rounds", type=int, default=6, help="rounds of each fault")
     args = ap.parse_args()
     setup_logging("warning", "console")
     payload = asyncio.run(run(args.rounds))

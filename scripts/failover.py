@@ -105,3 +105,58 @@ async def kill_and_time_recovery(router: RouterProcess,
         await room.disconnect()
         if end_lesson:
             await asyncio.to_thread(end, router, lesson)
+
+
+async def _wait_avatar(room: rtc.Room, ident: str, limit_s: float) -> str:
+    deadline = time.monotonic() + limit_s
+    while (w := _avatar_worker(room, ident)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no avatar")
+        await asyncio.sleep(0.05)
+    return w
+
+
+async def server_fault_recovery(router: RouterProcess, livekit, redis, lesson: str, fault: str,
+                                down_s: float = 5.0, limit_s: float = 40.0) -> dict:
+    """A lesson with its avatar, then ``livekit_restart`` (LiveKit SIGKILLed, back after
+    ``down_s`` on the same ports; the learner re-joins) or ``redis_restart`` (Redis SIGKILLed,
+    back from its append-only file after ``down_s``). ``seconds``: from the server being back
+    to the lesson having its avatar again (LiveKit), or to a join answering 200 with the avatar
+    live and the same worker and fence (Redis)."""
+    joined = join(router, lesson)
+    room = rtc.Room()
+    await room.connect(joined["livekit_url"], joined["token"])
+    ident = joined["avatar_identity"]
+    try:
+        await _wait_avatar(room, ident, limit_s)
+        server = livekit if fault == "livekit_restart" else redis
+        server.kill()
+        await asyncio.sleep(down_s)
+        server.start()
+        t_back = time.monotonic()
+        out = {"lesson": lesson, "fault": fault, "down_s": down_s}
+        if fault == "livekit_restart":
+            await room.disconnect()
+            again = await asyncio.to_thread(join, router, lesson)
+            room = rtc.Room()
+            await room.connect(again["livekit_url"], again["token"])
+            out["worker"] = await _wait_avatar(room, ident, limit_s)
+        else:
+            while True:
+                try:
+                    again = await asyncio.to_thread(join, router, lesson)
+                    if again.get("avatar_state") == "live":
+                        break
+                except OSError:  # 503 while Redis loads, or the router reconnects
+                    pass
+                if time.monotonic() - t_back > limit_s:
+                    raise TimeoutError("no live join after Redis came back")
+                await asyncio.sleep(0.05)
+            out["same_worker_and_fence"] = (again["worker_id"], again["fence"]) == (
+                joined["worker_id"], joined["fence"])
+            out["avatar_stayed"] = _avatar_worker(room, ident) == joined["worker_id"]
+        out["seconds"] = round(time.monotonic() - t_back, 2)
+        return out
+    finally:
+        await room.disconnect()
+        await asyncio.to_thread(end, router, lesson)

@@ -17,7 +17,6 @@ first use (it is cached, so later runs only check the binary's version).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import http.server
 import os
@@ -34,10 +33,10 @@ from pathlib import Path
 
 import structlog
 
+from scripts.gotools import CACHE, REPO, BuildError, go_install
+
 log = structlog.get_logger("scripts.servers")
 
-REPO = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("AVATAR_CACHE_DIR", REPO / ".cache"))
 LIVEKIT_VERSION = "1.13.5"
 LIVEKIT_MODULE = f"github.com/livekit/livekit-server/cmd/server@v{LIVEKIT_VERSION}"
 DEV_KEY, DEV_SECRET = "devkey", "secret"
@@ -287,28 +286,16 @@ def livekit_binary(build: bool = True) -> Path:
     env_bin = os.environ.get("AVATAR_LIVEKIT_BIN")
     if env_bin:
         return Path(env_bin)
-    bindir = CACHE / "bin"
-    target = bindir / "livekit-server"
-    if target.exists() and _livekit_version(target) == LIVEKIT_VERSION:
+    target = CACHE / "bin" / "livekit-server"
+    current = lambda b: _livekit_version(b) == LIVEKIT_VERSION  # noqa: E731
+    if target.exists() and current(target):
         return target
     if not build:
         raise ServerError(f"{target} missing: run scripts/setup.sh")
-    bindir.mkdir(parents=True, exist_ok=True)
-    with open(bindir / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.exists() and _livekit_version(target) == LIVEKIT_VERSION:
-            return target
-        go = shutil.which("go") or "/usr/local/go/bin/go"
-        if not Path(go).exists():
-            raise ServerError("go not found: install Go >= 1.23 to build livekit-server")
-        gobin = bindir / "go-install"
-        log.info("livekit.build", module=LIVEKIT_MODULE, gobin=str(gobin))
-        r = subprocess.run([go, "install", LIVEKIT_MODULE], env={**os.environ, "GOBIN": str(gobin)},
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise ServerError(f"go install {LIVEKIT_MODULE} failed:\n{r.stderr[-4000:]}")
-        (gobin / "server").replace(target)
-    return target
+    try:
+        return go_install(LIVEKIT_MODULE, "server", "livekit-server", current)
+    except BuildError as exc:
+        raise ServerError(str(exc)) from None
 
 
 def _livekit_version(binary: Path) -> str | None:
