@@ -36,6 +36,8 @@ class ConnectionWatch:
         self.wake = asyncio.Event()  # set when a worker's connection disappears
         self._prev: set[tuple[str, str]] | None = None
         self._run_id: str | None = None  # the Redis server process the last look was at
+        # monotonic time Redis was last seen away or restarted (None: never, since we started)
+        self.changed_at: float | None = None
         self._gone: dict[tuple[str, str], float] = {}  # -> monotonic time it was seen gone
 
     async def connected(self) -> set[tuple[str, str]] | None:
@@ -48,11 +50,14 @@ class ConnectionWatch:
             if "NOPERM" in str(exc) or "unknown command" in str(exc).lower():
                 log.warning("liveness.client_list_refused", error=repr(exc))
                 self.enabled = False
+            else:
+                self.changed_at = time.monotonic()
             return None
         restarted = self._run_id is not None and run_id != self._run_id
         self._run_id = run_id
         if restarted:
             log.info("liveness.redis_restarted")
+            self.changed_at = time.monotonic()
             return None
         return {pw for c in clients if (pw := parse_worker_client_name(c.get("name", "")))}
 

@@ -179,6 +179,7 @@ class Router:
         the dead worker, so exactly one replica wins it and dispatches."""
         counts = {"moved": 0, "spilled": 0, "no_capacity": 0, "redispatched": 0,
                   "dead_worker": 0}
+        warming = self._warming()
         swept = {}
         grace_ms = int(self.rs.disconnect_grace_s * 1000)
         gone_by: dict[str, set[str]] = {}
@@ -193,6 +194,9 @@ class Router:
             self.metrics.live_workers.labels(pool, region).set(live)
             self.metrics.utilisation.labels(pool, region).set(used / cap if cap else 0.0)
         free = {pool: s[3] - s[4] for pool, s in swept.items()}
+        if warming:  # Redis just came back: a stale heartbeat says nothing yet
+            log.info("reconcile.warming_up", seconds_left=round(warming, 1))
+            return counts
         for pool, (dead, stale, *_rest) in swept.items():
             for worker in dead:
                 counts["dead_worker"] += 1
@@ -219,6 +223,17 @@ class Router:
                 self.metrics.reconciler.labels(action).inc(n)
         return counts
 
+    def _warming(self) -> float:
+        """Seconds left in which heartbeats cannot be trusted: Redis was away or restarted
+        less than a ttl (plus one heartbeat) ago, so the workers' heartbeats could not land.
+        Meanwhile nobody is declared dead and a lesson's worker keeps it
+        (``store.current_ttl_ms``); 0 once they can be trusted."""
+        changed = self.liveness.changed_at
+        window = self.settings.worker.heartbeat_ttl_s + self.settings.worker.heartbeat_interval_s
+        left = 0.0 if changed is None else max(0.0, window - (time.monotonic() - changed))
+        self.store.current_ttl_ms = int((window + 60) * 1000) if left else None
+        return left
+
     async def _voice(self, pool: str, lesson_id: str) -> str | None:
         v = await self.redis.hget(f"{{pool:{pool}}}:lesson:{lesson_id}", "voice_agent_identity")
         return v.decode() if isinstance(v, bytes) else v
@@ -234,7 +249,7 @@ class Router:
         grace = int(self.rs.disconnect_grace_s * 1000)
         a = await self.store.assign(pool, lesson_id, voice=voice or "", expect_worker=dead,
                                     evict=bool(others),
-                                    expect_ttl_ms=grace if disconnected and grace else None)
+                                    current_ttl_ms=grace if disconnected and grace else None)
         if a.status == "skip":
             return
         if a.status == "full":
@@ -278,8 +293,7 @@ class Router:
         lockstep); at once when a worker's Redis connection disappears, then every 0.2 s until
         the grace tells whether it is dead."""
         interval = self.rs.reconcile_interval_s
-        watch = (asyncio.create_task(self.liveness.run(stop), name="liveness")
-                 if self.rs.disconnect_grace_s else None)
+        watch = asyncio.create_task(self.liveness.run(stop), name="liveness")
         try:
             while not stop.is_set():
                 self.liveness.wake.clear()
@@ -287,6 +301,7 @@ class Router:
                     await self.reconcile_once()
                 except Exception as exc:  # Redis down etc.: keep going, try again next tick
                     log.warning("reconcile.error", error=repr(exc))
+                    self.liveness.changed_at = time.monotonic()
                 timeout = (min(0.2, interval) if self.liveness.pending
                            else interval * random.uniform(0.8, 1.2))
                 waits = [asyncio.ensure_future(stop.wait()),
@@ -295,7 +310,6 @@ class Router:
                 for w in waits:
                     w.cancel()
         finally:
-            if watch is not None:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch

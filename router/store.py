@@ -74,19 +74,23 @@ class FleetStore:
         self.scripts = Scripts(redis)
         self.ttl_ms = int(heartbeat_ttl_s * 1000)
         self.lease_ms = int(dispatch_lease_s * 1000)
+        # set by the router while Redis has just come back: workers' heartbeats could not land
+        # while it was away, so a lesson's worker is not judged by them yet
+        self.current_ttl_ms: int | None = None
 
     # --- one pool -----------------------------------------------------------------------------
     async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0, voice: str = "",
                      expect_worker: str = "", evict: bool = True,
-                     expect_ttl_ms: int | None = None) -> Assignment:
-        """``expect_ttl_ms``: how fresh ``expect_worker``'s heartbeat must be for it to count
-        as alive (default the ttl; a worker whose connection is gone gets the grace)."""
+                     current_ttl_ms: int | None = None) -> Assignment:
+        """``current_ttl_ms``: how fresh the lesson's current worker's heartbeat must be for it
+        to keep the lesson (default :attr:`current_ttl_ms`, else the ttl)."""
         k = PoolKeys(pool)
         r = await self.scripts(
             "assign",
             [k.lesson(lesson_id), k.workers_load, k.workers_seen, k.fence, k.dispatch_pending],
             [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
-             expect_worker, "1" if evict else "0", expect_ttl_ms or self.ttl_ms],
+             expect_worker, "1" if evict else "0",
+             current_ttl_ms or self.current_ttl_ms or self.ttl_ms],
         )
         return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]),
                           len(r) > 5 and bool(r[5]))

@@ -7,8 +7,9 @@
 -- ARGV[6] dispatch lease ms  ARGV[7] voice agent identity or ""  ARGV[8] expected worker or ""
 -- ARGV[9] "1": when the lesson's worker is dead and this pool is full, evict the lesson (the
 --         caller spills it to another pool); "0": leave it where it is (retried later)
--- ARGV[10] ms: how fresh the expected worker's heartbeat must be to count as alive (the
---         reconciler's disconnect grace for a worker whose connection is gone); default ttl
+-- ARGV[10] ms: how fresh the lesson's current worker's heartbeat must be for it to keep the
+--         lesson (default the ttl): shorter for a worker whose Redis connection is gone (the
+--         disconnect grace), longer just after Redis came back (its heartbeats could not land)
 -- Returns {status, worker, fence, must_dispatch, changed, live}; status: ok | full | skip.
 -- must_dispatch = 1 for exactly one caller per fence (it holds the dispatch claim), until the
 -- worker reports the avatar live, or while the claim (dispatching, or dispatched and not yet
@@ -21,7 +22,7 @@ local lesson_id, ttl, pool, min_fence, prefix, lease, voice, expect =
   ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]),
   ARGV[7], ARGV[8]
 local evict = ARGV[9] ~= '0'
-local expect_ttl = tonumber(ARGV[10] or '') or ttl
+local current_ttl = tonumber(ARGV[10] or '') or ttl
 
 local function fresh(w, within)
   local seen = redis.call('ZSCORE', seen_key, w)
@@ -67,8 +68,8 @@ if expect ~= '' then
     end
     return {'skip', old_worker or '', old_fence, 0, 0}
   end
-  if alive(old_worker, old_epoch, expect_ttl) then return {'skip', old_worker, old_fence, 0, 0} end
-elseif old_worker and alive(old_worker, old_epoch) then
+  if alive(old_worker, old_epoch, current_ttl) then return {'skip', old_worker, old_fence, 0, 0} end
+elseif old_worker and alive(old_worker, old_epoch, current_ttl) then
   if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
   local must = claim(old_fence)
   local live = redis.call('HGET', lesson_key, 'dispatch_state') == 'live' and 1 or 0

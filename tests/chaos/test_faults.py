@@ -178,14 +178,26 @@ async def test_redis_restart_keeps_the_fleet_and_fences_never_repeat(fleet):
         await wait_avatar(learner, lesson, j["worker_id"], 30)
         await asyncio.sleep(1.5)  # the append-only file is fsynced every second
         jobs_before = len(fleet.events(j["worker_id"], "job.accepted"))
-        fleet.redis.kill()  # SIGKILL, then the same server starts again from its file
-        await asyncio.sleep(2.0)
+        fleet.redis.kill()  # SIGKILL, then the same server starts again from its file,
+        await asyncio.sleep(5.0)  # away longer than the heartbeat ttl (3 s)
         fleet.redis.start()
-        await asyncio.sleep(2.0)
-        again = await asyncio.to_thread(join, fleet.router, lesson)
+        t_back = time.monotonic()
+        while True:  # 503 (Retry-After) while Redis loads its file and the router reconnects
+            try:
+                again = await asyncio.to_thread(join, fleet.router, lesson)
+                break
+            except OSError:
+                assert time.monotonic() - t_back < 5, "joins work again"
+                await asyncio.sleep(0.1)
         assert (again["worker_id"], again["fence"]) == (j["worker_id"], j["fence"])
         assert again["avatar_state"] == "live"
-        other = await asyncio.to_thread(join, fleet.router, "chaos-redis-new")
+        while True:  # a new lesson waits for a heartbeat that landed since (503, Retry-After)
+            try:
+                other = await asyncio.to_thread(join, fleet.router, "chaos-redis-new")
+                break
+            except OSError:
+                assert time.monotonic() - t_back < 5, "new lessons are placed again"
+                await asyncio.sleep(0.2)
         assert other["fence"] > j["fence"]
         seen = await watch(learner, lesson, 4.0)
         assert set(seen) == {j["worker_id"]}, "the avatar stayed, alone"
