@@ -196,8 +196,10 @@ class Router:
         free = {pool: s[3] - s[4] for pool, s in swept.items()}
         if warming:  # Redis just came back: a stale heartbeat says nothing yet
             log.info("reconcile.warming_up", seconds_left=round(warming, 1))
-            return counts
         for pool, (dead, stale, *_rest) in swept.items():
+            if warming:
+                # only a connection seen to go since Redis came back is evidence; claims wait
+                dead, stale = [w for w in dead if w in gone_by[pool]], []
             for worker in dead:
                 counts["dead_worker"] += 1
                 lessons = await self.redis.smembers(f"{{pool:{pool}}}:worker:{worker}:lessons")
