@@ -107,7 +107,7 @@ async def run(rounds: int, faults: tuple[str, ...] = FAULTS) -> dict:
 
 
 def plot(p: dict) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     faults = list(p["by_fault"])
     for j, f in enumerate(faults):
         secs = [r["seconds"] for r in p["rounds"] if r["fault"] == f]
@@ -117,7 +117,7 @@ def plot(p: dict) -> None:
     ax.axhline(GOAL_P99_S, ls="--", c="gray", lw=1, label=f"goal (kill) p99 {GOAL_P99_S} s")
     ax.set(title="fault -> lesson has its avatar again (see 'measures' in the JSON)",
            xticks=range(len(faults)), xticklabels=faults, ylabel="s", ylim=(0, None))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(machine_label(p["machine"]), fontsize=9)
     fig.tight_layout()
     fig.savefig(RESULTS / "failover.png", dpi=110)
