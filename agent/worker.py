@@ -18,7 +18,6 @@ import math
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
 from pydantic import ValidationError
 
@@ -33,6 +32,7 @@ from config.fleet import (
 )
 from config.logs import get_logger, setup_logging
 from config.metrics import counter, gauge, start_metrics_server
+from config.redis_client import REDIS_ERRORS
 from config.redis_client import connect as connect_redis
 from config.settings import Settings
 
@@ -157,9 +157,11 @@ class AvatarServer(AgentServer):
                         self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
                     self.log.info("fleet.drain_requested_by_ops")
                     self._drain_task = asyncio.create_task(self.drain())
-            except (aioredis.RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # Keep serving the lessons we have; the router will see us as stale if this lasts.
                 self.log.warning("fleet.heartbeat_failed", error=str(exc))
+            except Exception:  # a bug here must not stop the heartbeat (the fleet would move
+                self.log.exception("fleet.heartbeat_error")  # every lesson off this worker)
             await asyncio.sleep(interval)
 
     async def _check_lessons(self) -> None:
@@ -197,7 +199,7 @@ class AvatarServer(AgentServer):
     async def drain(self, timeout=None) -> None:  # type: ignore[override]  # noqa: ASYNC109
         """Mark draining in Redis first (routers stop assigning), then let lessons finish."""
         if not self.draining:
-            with contextlib.suppress(aioredis.RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self.fleet.drain(self.active_sessions)
             self.log.info("fleet.draining", active=self.active_sessions)
         if timeout is None:
@@ -209,7 +211,7 @@ class AvatarServer(AgentServer):
         await self._stop_heartbeat()
         if self._engine is not None:
             await asyncio.to_thread(self._engine.stop)
-        with contextlib.suppress(aioredis.RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.fleet.leave()
         self.log.info("fleet.left")
         await super().aclose()
@@ -234,7 +236,7 @@ class AvatarServer(AgentServer):
             return
         try:
             current = await self.fleet.fence_is_current(meta)
-        except (aioredis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             JOBS.labels("redis_error").inc()
             self.log.warning("job.rejected", reason="redis unavailable", error=str(exc), **ids)
             await req.reject()
@@ -254,7 +256,7 @@ class AvatarServer(AgentServer):
             self.log.info("job.rejected", reason="already serving this fence", **ids)
             await req.reject()
             if meta.lesson_id in self._sessions:  # our "live" was lost: the router retried
-                with contextlib.suppress(aioredis.RedisError, OSError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await self.fleet.report_session(meta.lesson_id, meta.fence, "live")
             return
         self._lessons[meta.lesson_id] = meta.fence

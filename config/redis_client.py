@@ -12,6 +12,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+
+# Redis could not answer: the server is away, or a cluster slot has no primary for a moment
+# (RedisClusterException is not a RedisError)
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 def connect(url: str, cluster: bool = False, **kwargs: Any) -> Redis | RedisCluster:
