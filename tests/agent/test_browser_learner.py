@@ -49,7 +49,10 @@ async def test_learner_page_shows_and_plays_the_tutor(livekit_server, redis_serv
     v, a = np.array(rec["video"]), np.array(rec["audio"])
     shown = v[(v[:, 0] > t_idle) & (v[:, 0] < t_done)]
     fps = (len(shown) - 1) / ((shown[-1, 0] - shown[0, 0]) / 1000)
-    assert fps > 23, f"the page presents {fps:.1f} frames/s of 512x512 video"
+    # 25 are sent; what tells a broken encoding (WebRTC's default caps it at 20) is > 22: the
+    # page, the worker, LiveKit and the test share 2 cores here, and a busy moment (a fresh
+    # CI machine) has shown 22.9
+    assert fps > 22, f"the page presents {fps:.1f} frames/s of 512x512 video"
 
     def window(x, t0, t1):
         return x[(x[:, 0] >= t0) & (x[:, 0] < t1), 1]
