@@ -37,15 +37,16 @@ from livekit import rtc
 from livekit.agents.utils import aio
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd
 
+from config.fleet import (
+    AUDIO_STREAM_TOPIC,
+    RPC_CLEAR_BUFFER,
+    RPC_PLAYBACK_FINISHED,
+    RPC_PLAYBACK_STARTED,
+)
 from config.logs import get_logger
 from config.metrics import counter
 
 log = get_logger("agent.audio_in")
-
-AUDIO_STREAM_TOPIC = "lk.audio_stream"
-RPC_CLEAR_BUFFER = "lk.clear_buffer"
-RPC_PLAYBACK_STARTED = "lk.playback_started"
-RPC_PLAYBACK_FINISHED = "lk.playback_finished"
 
 # The rates speech is sent at (telephony to studio); anything else is a broken header.
 SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
@@ -287,10 +288,9 @@ class VoiceAgentReceiver(AudioReceiver):
                 sent_s += n / rate
         finally:
             cut.cancel()
-        if result == "cleared":
-            STREAMS.labels(result).inc()
-            return
         STREAMS.labels(result).inc()
+        if result == "cleared":  # the runner reports the interruption
+            return
         if result != "played":
             log_fn = self._log.info if result == "sender_left" else self._log.warning
             log_fn("audio_in.stream_ended_early", reason=result, sent_s=round(sent_s, 2),

@@ -29,6 +29,23 @@ def join(router: RouterProcess, lesson: str) -> dict:
         return json.loads(r.read())
 
 
+async def join_when_ready(router: RouterProcess, lesson: str, limit_s: float = 5.0,
+                          live: bool = False) -> dict:
+    """Join, retrying the 503s (Retry-After) a router answers while Redis loads or no heartbeat
+    has landed yet; with ``live``, until the answer says the avatar is live."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            got = await asyncio.to_thread(join, router, lesson)
+            if not live or got.get("avatar_state") == "live":
+                return got
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {'live ' if live else ''}join of {lesson} in {limit_s} s")
+        await asyncio.sleep(0.1)
+
+
 def say(router: RouterProcess, lesson: str, text: str) -> int:
     """The backend makes the tutor speak; returns the HTTP status (202: accepted)."""
     req = urllib.request.Request(
@@ -142,16 +159,7 @@ async def server_fault_recovery(router: RouterProcess, livekit, redis, lesson: s
             await room.connect(again["livekit_url"], again["token"])
             out["worker"] = await _wait_avatar(room, ident, limit_s)
         else:
-            while True:
-                try:
-                    again = await asyncio.to_thread(join, router, lesson)
-                    if again.get("avatar_state") == "live":
-                        break
-                except OSError:  # 503 while Redis loads, or the router reconnects
-                    pass
-                if time.monotonic() - t_back > limit_s:
-                    raise TimeoutError("no live join after Redis came back")
-                await asyncio.sleep(0.05)
+            again = await join_when_ready(router, lesson, limit_s, live=True)
             out["same_worker_and_fence"] = (again["worker_id"], again["fence"]) == (
                 joined["worker_id"], joined["fence"])
             out["avatar_stayed"] = _avatar_worker(room, ident) == joined["worker_id"]

@@ -24,7 +24,17 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput
 
 from avatar_pipeline.avatar import AvatarRegistry
 from avatar_pipeline.tts import default_engine
-from config.fleet import DispatchMetadata, PoolKeys, agent_name, avatar_identity, room_name
+from config.fleet import (
+    AUDIO_STREAM_TOPIC,
+    RPC_CLEAR_BUFFER,
+    RPC_PLAYBACK_FINISHED,
+    RPC_PLAYBACK_STARTED,
+    DispatchMetadata,
+    PoolKeys,
+    agent_name,
+    avatar_identity,
+    room_name,
+)
 
 VOICE = "voice-agent"
 
@@ -257,8 +267,8 @@ class RawVoiceAgent:
 
         await self.room.connect(lk.url, token(lk, self.identity, room_name(lesson)))
         lp = self.room.local_participant
-        lp.register_rpc_method("lk.playback_started", _started)
-        lp.register_rpc_method("lk.playback_finished", _finished)
+        lp.register_rpc_method(RPC_PLAYBACK_STARTED, _started)
+        lp.register_rpc_method(RPC_PLAYBACK_FINISHED, _finished)
         return self
 
     async def send(self, pcm: np.ndarray, rate: int, attributes: dict[str, str] | None = None,
@@ -267,7 +277,7 @@ class RawVoiceAgent:
         attrs = attributes if attributes is not None else {
             "sample_rate": str(rate), "num_channels": "1"}
         writer = await self.room.local_participant.stream_bytes(
-            name=f"AUDIO_{time.monotonic_ns()}", topic="lk.audio_stream",
+            name=f"AUDIO_{time.monotonic_ns()}", topic=AUDIO_STREAM_TOPIC,
             destination_identities=[avatar_identity(self.lesson)], attributes=attrs)
         n = max(1, rate * chunk_ms // 1000)
         for i in range(0, len(pcm), n):
@@ -279,7 +289,7 @@ class RawVoiceAgent:
 
     async def clear_buffer(self) -> str:
         return await self.room.local_participant.perform_rpc(
-            destination_identity=avatar_identity(self.lesson), method="lk.clear_buffer",
+            destination_identity=avatar_identity(self.lesson), method=RPC_CLEAR_BUFFER,
             payload="")
 
     async def wait_finished(self, n: int, timeout: float) -> list[tuple[dict, float]]:  # noqa: ASYNC109
