@@ -21,6 +21,7 @@ from collections.abc import Callable
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
 from pydantic import ValidationError
 
+from agent.pod import PodDeletionCost
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
 from config.fleet import (
     ATTR_PUBLISH_ON_BEHALF,
@@ -42,6 +43,7 @@ JOBS = counter("avatar_jobs_total", "Dispatches seen by this worker, by outcome"
 SUPERSEDED = counter("avatar_sessions_superseded_total",
                      "Sessions this worker left because their lesson's fence moved on")
 SESSIONS = gauge("avatar_sessions_active", "Avatar sessions running on this worker")
+CAPACITY = gauge("avatar_worker_capacity", "Lessons this worker takes at most")
 GPU_MEMORY = gauge("avatar_gpu_memory_bytes", "GPU memory held by this worker's torch (GPU only)")
 GPU_MEMORY_TOTAL = gauge("avatar_gpu_memory_total_bytes", "Memory of this worker's GPU (GPU only)")
 
@@ -90,6 +92,8 @@ class AvatarServer(AgentServer):
         self._sessions: dict[str, tuple[int, Callable[[str], None]]] = {}
         self._voices: dict[str, str] = {}  # lesson id -> its voice agent's identity
         self._engine: AvatarEngine | None = None
+        # on Kubernetes, the pod's deletion cost follows its sessions (agent/pod.py)
+        self._pod = PodDeletionCost.in_cluster() if settings.worker.pod_deletion_cost else None
 
     @property
     def engine(self) -> AvatarEngine:
@@ -129,6 +133,7 @@ class AvatarServer(AgentServer):
         self.log.info("engine.started", backend=self._engine.config.backend,
                       fps=self._engine.config.fps, size=[self._engine.width, self._engine.height])
         await self.fleet.register()
+        CAPACITY.set(self.capacity)
         self.log.info("fleet.registered", epoch=self.fleet.epoch, capacity=self.capacity,
                       agent_name=agent_name(self.worker_id))
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="fleet-heartbeat")
@@ -150,6 +155,8 @@ class AvatarServer(AgentServer):
                 last_ok = time.monotonic()
                 await self._check_lessons()
                 SESSIONS.set(self.active_sessions)
+                if self._pod is not None:
+                    await self._pod.update(self.active_sessions)
                 if (gpu := _gpu_memory()) is not None:
                     GPU_MEMORY.set(gpu[0])
                     GPU_MEMORY_TOTAL.set(gpu[1])
@@ -195,6 +202,8 @@ class AvatarServer(AgentServer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat_task
             self._heartbeat_task = None
+        if self._pod is not None:
+            await self._pod.aclose()
 
     async def drain(self, timeout=None) -> None:  # type: ignore[override]  # noqa: ASYNC109
         """Mark draining in Redis first (routers stop assigning), then let lessons finish."""
@@ -333,7 +342,8 @@ def build_server(settings: Settings, **kwargs) -> AvatarServer:
 
     kwargs.setdefault("job_executor_type", JobExecutorType.THREAD)  # jobs share one batcher
     kwargs.setdefault("num_idle_processes", 1)  # a warm job runner: the first lesson skips ~0.7 s
-    kwargs.setdefault("port", 0)  # the SDK's health endpoint: any free port
+    kwargs.setdefault("port", settings.worker.health_port)  # the SDK's health endpoint
+    kwargs.setdefault("drain_timeout", settings.worker.drain_timeout_s)
     server = AvatarServer(settings, **kwargs)
 
     async def entrypoint(ctx) -> None:

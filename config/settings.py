@@ -61,6 +61,14 @@ class WorkerSettings(BaseModel):
     stall_s: float = Field(3.0, ge=0.2, le=30)
     # The most audio a voice agent may queue ahead of playback; the rest of that stream is cut.
     max_queued_s: float = Field(60.0, ge=1, le=600)
+    # livekit-agents' health endpoint (GET / and /worker): 0 = any free port; Kubernetes probes
+    # need a fixed one.
+    health_port: int = Field(0, ge=0, le=65535)
+    # SIGTERM lets running lessons finish for up to this long (pods: terminationGracePeriod).
+    drain_timeout_s: int = Field(3600, ge=1, le=86400)
+    # On Kubernetes: keep controller.kubernetes.io/pod-deletion-cost = sessions on this pod, so
+    # a scale-down removes idle workers first (agent/pod.py; needs POD_NAME and POD_NAMESPACE).
+    pod_deletion_cost: bool = False
 
     def resolved_id(self) -> str:
         """The configured id, or one made from the host name and pid (stable for the process)."""

@@ -26,6 +26,9 @@ class RouterMetrics:
         self.reconciler = counter("router_reconciler_actions_total",
                                   "Reconciler actions: moved, spilled, no_capacity, redispatched,"
                                   " dead_worker", ("action",), registry=r)
+        self.canary_percent = gauge("router_canary_percent",
+                                    "Share of user buckets sent to canary pools (0-100)",
+                                    registry=r)
         self.redis_errors = counter("router_redis_unavailable_total",
                                     "Requests answered 503 because Redis was unreachable",
                                     registry=r)

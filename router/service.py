@@ -94,11 +94,13 @@ class Router:
         if at < 0 or now - at >= self.rs.canary_cache_s:
             percent = await self.store.canary_percent()
             self._canary = (percent, now)
+            self.metrics.canary_percent.set(percent)
         return percent
 
     async def set_canary(self, percent: float) -> None:
         await self.store.set_canary_percent(percent)
         self._canary = (percent, time.monotonic())
+        self.metrics.canary_percent.set(percent)
 
     async def pools_for(self, user_id: str, hint: str | None, lat: float | None,
                         lon: float | None) -> tuple[list[str], bool]:
@@ -194,6 +196,7 @@ class Router:
             self.metrics.live_workers.labels(pool, region).set(live)
             self.metrics.utilisation.labels(pool, region).set(used / cap if cap else 0.0)
         free = {pool: s[3] - s[4] for pool, s in swept.items()}
+        await self.canary_percent()  # keeps router_canary_percent current between joins
         if warming:  # Redis just came back: a stale heartbeat says nothing yet
             log.info("reconcile.warming_up", seconds_left=round(warming, 1))
         for pool, (dead, stale, *_rest) in swept.items():

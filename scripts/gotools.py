@@ -1,5 +1,6 @@
 """Go programs the harness builds from the Go module proxy with ``go install``, into
-``.cache/bin`` (locked, so parallel callers build once): livekit-server, promtool."""
+``.cache/bin`` (locked, so parallel callers build once): livekit-server, promtool, prometheus,
+helm."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ log = structlog.get_logger("scripts.gotools")
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("AVATAR_CACHE_DIR", REPO / ".cache"))
 PROMTOOL_MODULE = "github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus/cmd/prometheus@v0.316.0"
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm@v3.22.0"
 
 
 class BuildError(RuntimeError):
@@ -52,3 +55,13 @@ def go_install(module: str, built_name: str, target_name: str,
 def promtool() -> Path:
     """Prometheus's promtool (``check rules``, ``test rules``)."""
     return go_install(PROMTOOL_MODULE, "promtool", "promtool")
+
+
+def prometheus() -> Path:
+    """The Prometheus server (``make run`` starts one; the scrape test runs one)."""
+    return go_install(PROMETHEUS_MODULE, "prometheus", "prometheus")
+
+
+def helm() -> Path:
+    """Helm 3 (``helm lint`` / ``helm template`` of k8s/avatar-fleet)."""
+    return go_install(HELM_MODULE, "helm", "helm")

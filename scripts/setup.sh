@@ -3,8 +3,8 @@
 #   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices (apt-get
 #      update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
-#   3. livekit-server v1.13.5 and promtool, built with `go install` into .cache/bin (skipped
-#      when present).
+#   3. livekit-server v1.13.5, promtool, prometheus and helm, built with `go install` into
+#      .cache/bin (skipped when present).
 # AVATAR_ACCEL=cpu|gpu|auto (default auto: gpu when nvidia-smi sees a GPU) picks onnxruntime or
 # onnxruntime-gpu; the two install the same module and must never be installed together.
 set -euo pipefail
@@ -74,3 +74,5 @@ fi
 export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 say "livekit-server: $(.venv/bin/python -c 'from scripts.servers import livekit_binary; print(livekit_binary())')"
 say "promtool: $(.venv/bin/python -c 'from scripts.gotools import promtool; print(promtool())')"
+say "prometheus: $(.venv/bin/python -c 'from scripts.gotools import prometheus; print(prometheus())')"
+say "helm: $(.venv/bin/python -c 'from scripts.gotools import helm; print(helm())')"

@@ -1,9 +1,10 @@
-"""The fleet's Prometheus alert rules (k8s/prometheus/): valid (``promtool check rules``),
+"""The fleet's Prometheus alert rules (k8s/avatar-fleet/files/prometheus/): valid (``promtool check rules``),
 behaving as their unit tests say (``promtool test rules``), and naming only metrics that a
 running worker and router really expose (scraped here from the real processes)."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import urllib.request
@@ -14,10 +15,12 @@ import yaml
 
 from scripts.gotools import promtool
 from scripts.servers import AvatarWorkerProcess, RouterProcess, free_port
+from tests.ops.test_chart import CHART, render
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "k8s" / "prometheus"
+RULES_DIR = Path(__file__).resolve().parents[2] / "k8s" / "avatar-fleet" / "files" / "prometheus"
 RULES = RULES_DIR / "avatar-fleet.rules.yaml"
 RULES_TEST = RULES_DIR / "avatar-fleet.rules.test.yaml"
+DASHBOARD = RULES_DIR.parent / "grafana" / "avatar-fleet.dashboard.json"
 METRIC = re.compile(r"\b((?:avatar|router)_[a-z0-9_]+)\b")
 
 
@@ -68,14 +71,23 @@ def _exposed(url: str) -> set[str]:
 
 @pytest.mark.livekit
 @pytest.mark.redis
-def test_every_metric_the_rules_name_is_exposed(livekit_server, redis_server):
+def test_every_metric_a_rule_a_panel_or_a_scaler_names_is_exposed(livekit_server, redis_server):
+    """Rules, the Grafana dashboard and the chart's autoscaling queries name only metrics that
+    a real worker and router serve (a renamed metric would silently empty a panel, never fire
+    an alert, or stall a pool at its minimum)."""
     port = free_port()
     with AvatarWorkerProcess(livekit_server, redis_server.url, "w-metrics", capacity=1,
-                             extra_env={"AVATAR_METRICS_PORT": str(port)}), \
+                             extra_env={"AVATAR_METRICS_PORT": str(port),
+                                        "AVATAR_WORKER__CAPTIONS": "true"}), \
             RouterProcess(livekit_server, redis_server.url) as router:
         exposed = _exposed(f"http://127.0.0.1:{port}/metrics") | _exposed(
             f"http://{router.address}/metrics")
-    named = set(METRIC.findall(RULES.read_text()))
-    assert named, "the rules name metrics"
-    missing = sorted(named - exposed)
-    assert not missing, f"named by a rule, exposed by nobody: {missing}"
+    scalers = "\n".join(json.dumps(o["spec"]["triggers"]) for o in render(
+        CHART / "values" / "production-gpu.yaml") if o["kind"] == "ScaledObject")
+    for what, text in (("a rule", RULES.read_text()), ("a dashboard panel", DASHBOARD.read_text()),
+                       ("an autoscaling trigger", scalers)):
+        # avatar_fleet_*: pod labels Prometheus adds (the chart's PodMonitor), not metrics
+        named = {m for m in METRIC.findall(text) if not m.startswith("avatar_fleet_")}
+        assert len(named) >= 3, f"{what} names metrics"
+        missing = sorted(named - exposed)
+        assert not missing, f"named by {what}, exposed by nobody: {missing}"
