@@ -42,8 +42,9 @@ class PodDeletionCost:
         self._written: int | None = None  # the cost the API server last accepted
 
     @classmethod
-    def in_cluster(cls, sa_dir: Path = SA_DIR,
+    def in_cluster(cls, sa_dir: Path | None = None,
                    env: Mapping[str, str] = os.environ) -> PodDeletionCost:
+        sa_dir = sa_dir or Path(env.get("AVATAR_K8S_SERVICEACCOUNT_DIR", SA_DIR))
         host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
         pod, ns = env.get("POD_NAME"), env.get("POD_NAMESPACE")
         missing = [n for n, v in (("KUBERNETES_SERVICE_HOST", host),
