@@ -3,7 +3,8 @@
 Starts redis-server and livekit-server (dev keys) on their usual ports when free (Redis 6379,
 LiveKit 7880 signal / 7882 RTC UDP on 127.0.0.1 only), on free ports otherwise; one avatar worker
 (``python -m agent start``, worker id ``local-1``); two router replicas (``python -m router``)
-behind NGINX on 8080 (when free); the learner page (``web/``) on 8000 (when free). Joins a demo
+behind NGINX on 8080 (when free); the learner page (``web/``) on 8000 (when free); Prometheus on
+9090 (when free) scraping the worker and the routers with the fleet's alert rules loaded. Joins a demo
 lesson through the router and prints the page's address for it, so a browser shows the tutor at
 once. Prints how to connect and writes the same as environment variables to
 ``.cache/stack.env``; stops everything on Ctrl-C or SIGTERM.
@@ -27,9 +28,11 @@ from scripts.servers import (
     CACHE,
     DEV_API_KEY,
     DEV_OPS_KEY,
+    REPO,
     AvatarWorkerProcess,
     LiveKitServer,
     NginxServer,
+    PrometheusServer,
     RedisServer,
     RouterProcess,
     free_port,
@@ -38,6 +41,7 @@ from scripts.servers import (
 )
 
 log = get_logger("scripts.stack")
+RULES = REPO / "k8s" / "avatar-fleet" / "files" / "prometheus" / "avatar-fleet.rules.yaml"
 
 
 def _port(preferred: int) -> int | None:
@@ -88,8 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         redis = stack.enter_context(RedisServer(port=_port(6379)))
         livekit = stack.enter_context(LiveKitServer(
             port=_port(7880), rtc_udp_port=_port(7882)))
-        worker = stack.enter_context(AvatarWorkerProcess(livekit, redis.url, "local-1"))
+        worker_metrics = free_port()
+        worker = stack.enter_context(AvatarWorkerProcess(
+            livekit, redis.url, "local-1",
+            extra_env={"AVATAR_METRICS_PORT": str(worker_metrics)}))
         routers = [stack.enter_context(RouterProcess(livekit, redis.url)) for _ in range(2)]
+        prom = stack.enter_context(PrometheusServer(
+            {"avatar-worker": [f"127.0.0.1:{worker_metrics}"],
+             "avatar-router": [r.address for r in routers]},
+            rule_files=[RULES], port=_port(9090)))
         api_port = _port(8080) or free_port()
         nginx = stack.enter_context(NginxServer(render_config(
             [r.address for r in routers], port=api_port, worker_processes=1,
@@ -100,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         env = connection_env(redis, livekit)
         env["AVATAR_ROUTER_URL"] = nginx.url
         env["AVATAR_WEB_URL"] = web_url
+        env["AVATAR_PROMETHEUS_URL"] = prom.url
         joined = demo_join(nginx.url)
         page = (f"{web_url}/learner.html?" + urllib.parse.urlencode(
             {"url": joined["livekit_url"], "token": joined["token"]})) if joined else None
@@ -113,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  Worker   local-1 (agent name avatar-local-1, capacity {worker.env['AVATAR_WORKER__CAPACITY']})\n"
             f"  Router   {nginx.url} (NGINX -> {', '.join(r.address for r in routers)})"
             f"   backend key {DEV_API_KEY}, ops key {DEV_OPS_KEY}\n"
+            f"  Prometheus {prom.url} (scrapes the worker and both routers; alert rules loaded)\n"
             f"  Logs     {livekit.logfile}  {redis.logfile}  {worker.logfile}\n"
             f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n"
             f"Try:  curl -s -X POST {nginx.url}/v1/lessons/demo/join -H 'X-API-Key: {DEV_API_KEY}'"
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stack.ready", livekit=livekit.url, redis=redis.url)
         while not stop.is_set() and not args.exit_after_start:
             parts = {"redis": redis, "livekit": livekit, "worker": worker, "nginx": nginx,
+                     "prometheus": prom,
                      **{f"router{i}": r for i, r in enumerate(routers)}}
             dead = [name for name, p in parts.items() if not p.running]
             if dead:

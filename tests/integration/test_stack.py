@@ -1,7 +1,7 @@
 """The README's run command, end to end: the local stack (LiveKit, Redis, an avatar worker, two
-routers behind NGINX) starts; a lesson backend's join through NGINX puts the avatar in the room
+routers behind NGINX, Prometheus) starts; a lesson backend's join through NGINX puts the avatar in the room
 and hands out a learner token that works; lesson text is spoken; DELETE takes the avatar out;
-Ctrl-C (SIGINT) stops it all."""
+Prometheus scrapes every process and has the alert rules loaded; Ctrl-C (SIGINT) stops it all."""
 
 from __future__ import annotations
 
@@ -35,6 +35,27 @@ def _env_file(path: Path, proc: subprocess.Popen, timeout: float = 90) -> dict[s
             return dict(line.split("=", 1) for line in path.read_text().splitlines())
         time.sleep(0.1)
     raise AssertionError("stack never wrote its env file")
+
+
+def _prometheus(url: str, path: str) -> object:
+    with urllib.request.urlopen(f"{url}/api/v1/{path}", timeout=5) as r:
+        return json.loads(r.read())["data"]
+
+
+def _prometheus_sees_the_fleet(url: str, timeout: float = 30) -> None:
+    """Every process scraped and up, the lesson's join counted, every alert rule loaded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        targets = _prometheus(url, "targets")["activeTargets"]
+        up = {(t["labels"]["job"], t["health"]) for t in targets}
+        joins = _prometheus(url, "query?query=sum(router_assignments_total)")["result"]
+        if (len(targets) == 3 and up == {("avatar-worker", "up"), ("avatar-router", "up")}
+                and joins and float(joins[0]["value"][1]) >= 2):
+            break
+        assert time.monotonic() < deadline, (targets, joins)
+        time.sleep(0.5)
+    rules = [r for g in _prometheus(url, "rules")["groups"] for r in g["rules"]]
+    assert len(rules) >= 10 and all(r["health"] == "ok" for r in rules), rules
 
 
 def _redis_ping(port: int) -> bytes:
@@ -119,6 +140,7 @@ def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
         assert client.hget(PoolKeys("local").worker("local-1"), "state") == b"serving"
 
         asyncio.run(_lesson_through_the_api(env))
+        _prometheus_sees_the_fleet(env["AVATAR_PROMETHEUS_URL"])
         for asset in ("learner.html", "vendor/livekit-client.umd.js"):  # the learner page
             assert urllib.request.urlopen(f"{env['AVATAR_WEB_URL']}/{asset}", timeout=5).status == 200
 
@@ -127,7 +149,9 @@ def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
         assert proc.returncode == 0, out[-3000:]
         assert "Local stack is up" in out and "avatar-local-1" in out
         assert "/learner.html?url=" in out and "&token=" in out, "the demo lesson's page"
-        for url in (lk_http, env["AVATAR_ROUTER_URL"] + "/healthz"):
+        assert f"Prometheus {env['AVATAR_PROMETHEUS_URL']}" in out
+        for url in (lk_http, env["AVATAR_ROUTER_URL"] + "/healthz",
+                    env["AVATAR_PROMETHEUS_URL"] + "/-/ready"):
             with pytest.raises(OSError):
                 urllib.request.urlopen(url, timeout=2)
         with pytest.raises(OSError):
