@@ -257,7 +257,9 @@ def test_each_pool_scales_on_its_sessions_and_zero_pools_know_when_to_wake():
         if so["spec"]["minReplicaCount"] == 0:
             # from zero, the sessions trigger reads 0: another signal must start the pool
             assert {"canary-share", "region-overflow"} & set(trig), name
-    assert "top-of-hour" in {t["name"] for t in scaled["eu-gpu"]["spec"]["triggers"]}
+    crons = [t for t in scaled["eu-gpu"]["spec"]["triggers"] if t["type"] == "cron"]
+    assert len(crons) == 8 and crons[0]["metadata"]["start"] == "50 8 * * *"
+    assert crons[0]["metadata"]["desiredReplicas"] == "18"
 
 
 def test_routers_livekit_redis_and_the_edge():
