@@ -92,6 +92,7 @@ class AvatarServer(AgentServer):
         self._sessions: dict[str, tuple[int, Callable[[str], None]]] = {}
         self._voices: dict[str, str] = {}  # lesson id -> its voice agent's identity
         self._engine: AvatarEngine | None = None
+        self._serving = False  # set once the engine is up and the worker is in its pool
         # on Kubernetes, the pod's deletion cost follows its sessions (agent/pod.py)
         self._pod = PodDeletionCost.in_cluster() if settings.worker.pod_deletion_cost else None
 
@@ -137,6 +138,7 @@ class AvatarServer(AgentServer):
         self.log.info("fleet.registered", epoch=self.fleet.epoch, capacity=self.capacity,
                       agent_name=agent_name(self.worker_id))
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="fleet-heartbeat")
+        self._serving = True
         try:
             await super().run(devmode=devmode, unregistered=unregistered)
         finally:
@@ -207,6 +209,8 @@ class AvatarServer(AgentServer):
 
     async def drain(self, timeout=None) -> None:  # type: ignore[override]  # noqa: ASYNC109
         """Mark draining in Redis first (routers stop assigning), then let lessons finish."""
+        if not self._serving:  # the start failed (its error is logged): nothing to drain
+            return
         if not self.draining:
             with contextlib.suppress(*REDIS_ERRORS):
                 await self.fleet.drain(self.active_sessions)

@@ -8,6 +8,10 @@ Layout::
 The default cache is ``$FLEET_AVATAR_CACHE``, else ``$XDG_CACHE_HOME/avatar-fleet/avatars``
 (``~/.cache/avatar-fleet/avatars``). The variable deliberately avoids the ``AVATAR_`` prefix:
 that namespace belongs to ``config.settings``, which refuses unknown keys in a ``.env`` file.
+
+``$FLEET_AVATAR_SEED`` names a read-only registry laid out the same (the worker image draws the
+default tutor into one at build time), read when the cache has no default: a pod starts without
+drawing it, while photos still register into the writable cache.
 """
 
 from __future__ import annotations
@@ -105,6 +109,14 @@ class AvatarRegistry:
                 return self.get(avatar_id)
             except AvatarError as exc:
                 log.warning("avatar.default_cache_broken", reason=str(exc))
+        seed = os.environ.get("FLEET_AVATAR_SEED")
+        if seed and Path(seed) != self.root:
+            seeded = AvatarRegistry(seed)
+            if (seed_id := seeded.ref(DEFAULT_REF)) is not None:
+                try:
+                    return seeded.get(seed_id)
+                except (AvatarError, OSError) as exc:  # e.g. unreadable: draw it instead
+                    log.warning("avatar.default_seed_broken", seed=seed, reason=str(exc))
         log.info("avatar.default_building", cache=str(self.root))
         asset = build_default_avatar()
         self.add(asset, ref=DEFAULT_REF)

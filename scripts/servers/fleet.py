@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -37,14 +38,16 @@ class AvatarWorkerProcess(_Process):
             "PYTHONPATH": str(REPO), **(extra_env or {}),
         }
 
-    def start(self) -> AvatarWorkerProcess:
-        import sys
+    def command(self) -> list[str]:
+        """What runs the worker (scripts/images.py runs its container image instead)."""
+        return [sys.executable, "-m", "agent", "start"]
 
+    def start(self) -> AvatarWorkerProcess:
         import redis as redis_sync
 
         from config.fleet import PoolKeys
 
-        self._spawn([sys.executable, "-m", "agent", "start"], env=self.env)
+        self._spawn(self.command(), env=self.env)
         cluster = self.env.get("AVATAR_REDIS_CLUSTER", "").lower() == "true"
         client = (redis_sync.RedisCluster if cluster else redis_sync.Redis).from_url(
             self.redis_url)
@@ -108,11 +111,12 @@ class RouterProcess(_Process):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> RouterProcess:
-        import sys
+    def command(self) -> list[str]:
+        """What runs the router (scripts/images.py runs its container image instead)."""
+        return [sys.executable, "-m", "router", "--host", "127.0.0.1", "--port", str(self.port)]
 
-        self._spawn([sys.executable, "-m", "router", "--host", "127.0.0.1", "--port",
-                     str(self.port)], env=self.env)
+    def start(self) -> RouterProcess:
+        self._spawn(self.command(), env=self.env)
 
         def ready() -> bool:
             with urllib.request.urlopen(f"http://{self.address}/readyz", timeout=1) as r:

@@ -257,3 +257,23 @@ async def test_a_worker_is_filled_to_its_capacity(livekit_server, redis_url):
             assert r.hget(keys.worker("w-cap"), "active") == b"4"
             for lesson in lessons:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=room_name(lesson)))
+
+
+def test_a_worker_that_cannot_start_says_why(livekit_server, redis_url, tmp_path):
+    """The real error is in the log, not the SDK's drain tripping over a worker that never
+    started (it used to end with AttributeError: '_proc_pool')."""
+    from scripts.servers import ServerError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    w = AvatarWorkerProcess(livekit_server, redis_url, "w-broken", REGION, capacity=1,
+                            extra_env={"FLEET_AVATAR_CACHE": str(blocker / "avatars"),
+                                       "FLEET_AVATAR_SEED": ""})
+    try:
+        with pytest.raises(ServerError, match="exited"):
+            w.start()
+        text = w.logfile.read_text()
+    finally:
+        w.stop()
+    assert "NotADirectoryError" in text or "FileExistsError" in text, text[-2000:]
+    assert "_proc_pool" not in text

@@ -149,3 +149,22 @@ def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("FLEET_AVATAR_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert AvatarRegistry().root == tmp_path / "xdg" / "avatar-fleet" / "avatars"
+
+
+def test_the_default_comes_from_a_read_only_seed_without_drawing(tutor, tmp_path, monkeypatch):
+    import avatar_pipeline.avatar.default as default_mod
+    from avatar_pipeline.avatar.default import DEFAULT_REF
+
+    AvatarRegistry(tmp_path / "seed").add(tutor, ref=DEFAULT_REF)
+    (tmp_path / "seed").chmod(0o555)  # as in the image: nothing is written there
+    monkeypatch.setenv("FLEET_AVATAR_SEED", str(tmp_path / "seed"))
+
+    def no_drawing():
+        raise AssertionError("drew the default although the seed has it")
+
+    monkeypatch.setattr(default_mod, "build_default_avatar", no_drawing)
+    reg = AvatarRegistry(tmp_path / "cache")
+    assert reg.default().id == tutor.id
+    monkeypatch.setenv("FLEET_AVATAR_SEED", str(tmp_path / "empty"))  # no seed there: drawn
+    with pytest.raises(AssertionError, match="drew the default"):
+        AvatarRegistry(tmp_path / "cache2").default()
