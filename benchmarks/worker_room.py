@@ -154,7 +154,7 @@ async def run(lessons: int) -> dict:
                                 "what": "the same flash + tone in headless Chromium's learner "
                                         "page (scripts/browser.py)"},
             "video_delay_ms": Settings().video.delay_ms,
-            "livekit": "v1.13.5 as the harness configures it (scripts/servers.py): "
+            "livekit": "v1.13.5 as the harness configures it (scripts/servers/livekit_server.py): "
                        "room.sync_streams true, rtc.pli_throttle 100ms",
             "how": "timings and av_offset_ms: lessons with one Python SDK learner; "
                    "av_offset_browser_ms: lessons with the Chromium page joined as well",

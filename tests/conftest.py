@@ -1,4 +1,4 @@
-"""Fixtures that start real servers (see scripts/servers.py). Nothing here is a mock."""
+"""Fixtures that start real servers (see scripts/servers/). Nothing here is a mock."""
 
 from __future__ import annotations
 
