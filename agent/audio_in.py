@@ -38,6 +38,7 @@ from livekit.agents.utils import aio
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd
 
 from config.fleet import (
+    ATTR_PUBLISH_ON_BEHALF,
     AUDIO_STREAM_TOPIC,
     RPC_CLEAR_BUFFER,
     RPC_PLAYBACK_FINISHED,
@@ -164,12 +165,18 @@ class VoiceAgentReceiver(AudioReceiver):
         return p is not None and p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 
     # -- room callbacks (event loop) -------------------------------------------------------------
-    def _on_stream(self, reader: rtc.ByteStreamReader, identity: str) -> None:
+    def _on_stream(self, reader: rtc.ByteStreamReader, identity: str, *,
+                   waited: bool = False) -> None:
+        if self._sender is None and not waited and identity not in self._room.remote_participants:
+            # a stream can arrive before the room has told us who its sender is (its kind)
+            self._tasks.append(asyncio.create_task(self._when_known(reader, identity)))
+            return
         if not self._is_sender(identity):
             STREAMS.labels("not_sender").inc()
             self._log.warning("audio_in.stream_ignored", reason="not this lesson's voice agent",
                               sender=identity, stream_id=reader.info.stream_id)
             reader.close()
+            self._refuse(identity)
             return
         stream = _Stream(reader, identity, self._departures.get(identity, 0))
         if self._current is not None and self._current.sender == identity:
@@ -180,11 +187,46 @@ class VoiceAgentReceiver(AudioReceiver):
             self._log.warning("audio_in.stream_refused", reason="too many streams waiting",
                               sender=identity, stream_id=stream.id, waiting=len(self._pending))
             reader.close()
-            self._speaker = (identity, stream.sender_life)
-            self.notify_playback_finished(0.0, interrupted=True)
+            self._refuse(identity)
             return
         self._pending.append(stream)
         self._wake.set()
+        self._speak_for(identity)
+
+    async def _when_known(self, reader: rtc.ByteStreamReader, identity: str,
+                          limit_s: float = 2.0) -> None:
+        known = asyncio.Event()
+
+        def joined(p: rtc.RemoteParticipant) -> None:
+            if p.identity == identity:
+                known.set()
+
+        self._room.on("participant_connected", joined)
+        try:
+            if identity not in self._room.remote_participants:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(known.wait(), limit_s)
+        finally:
+            self._room.off("participant_connected", joined)
+        self._on_stream(reader, identity, waited=True)
+
+    def _refuse(self, identity: str) -> None:
+        """A refused stream's sender hears that nothing played, so it does not wait forever
+        (the stock sender waits for playback_finished before its next speech)."""
+        life = self._departures.get(identity, 0)
+        self._notices.send_nowait(((identity, life), RPC_PLAYBACK_FINISHED, json.dumps(
+            {"playback_position": 0.0, "interrupted": True})))
+
+    def _speak_for(self, identity: str) -> None:
+        """The avatar publishes on behalf of the voice agent that speaks through it (clients
+        show them as one): set when the dispatch did not name it (the agent asked for the
+        avatar after the learner's join, e.g. through FleetAvatar)."""
+        me = self._room.local_participant
+        if me.attributes.get(ATTR_PUBLISH_ON_BEHALF) == identity:
+            return
+        self._log.info("audio_in.speaking_for", voice_agent=identity)
+        task = asyncio.create_task(me.set_attributes({ATTR_PUBLISH_ON_BEHALF: identity}))
+        self._tasks.append(task)
 
     def _on_clear(self, data: rtc.RpcInvocationData) -> str:
         if not self._is_sender(data.caller_identity):

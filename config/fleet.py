@@ -124,8 +124,11 @@ def lesson_home_key(lesson_id: str) -> str:
     return f"lesson-home:{lesson_id}"
 
 
+LESSON_ROOM_PREFIX = "lesson-"
+
+
 def room_name(lesson_id: str) -> str:
-    return f"lesson-{lesson_id}"
+    return f"{LESSON_ROOM_PREFIX}{lesson_id}"
 
 
 def avatar_identity(lesson_id: str) -> str:

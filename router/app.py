@@ -208,14 +208,23 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
 
     @app.post("/v1/lessons/{lesson_id}/say", response_model=SayResponse, status_code=202,
               dependencies=[backend], responses={**ERRORS, 404: {"model": ErrorBody},
+                                                 409: {"model": ErrorBody},
                                                  502: {"model": ErrorBody}}, tags=["lessons"])
     async def say(lesson_id: LessonId, body: SayBody) -> SayResponse:
         """Make the lesson's avatar speak ``text`` (a reliable data packet to the avatar
-        participant, topic ``avatar.say``)."""
+        participant, topic ``avatar.say``). 409 ``avatar_not_live`` (Retry-After) while the
+        lesson's avatar is not yet confirmed in its room."""
         router = R()
         got = await router.store.lesson(lesson_id)
         if got is None:
             raise ApiError(404, "lesson_not_assigned", "join the lesson first")
+        lesson = got[1]
+        if lesson.get("dispatch_state") != "live" or lesson.get("dispatch_fence") != lesson.get(
+                "fence"):
+            # nobody in the room would hear it: refused, not accepted and dropped
+            raise ApiError(409, "avatar_not_live",
+                           "the avatar is not in the room yet (join answers avatar_state); retry",
+                           headers={"Retry-After": "1"})
         region = pool_region(got[0])
         try:
             await router.lk.say(region, lesson_id, SayRequest(**body.model_dump()))

@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import urllib.request
 
 from livekit import rtc
@@ -46,14 +47,22 @@ async def join_when_ready(router: RouterProcess, lesson: str, limit_s: float = 5
         await asyncio.sleep(0.1)
 
 
-def say(router: RouterProcess, lesson: str, text: str) -> int:
-    """The backend makes the tutor speak; returns the HTTP status (202: accepted)."""
-    req = urllib.request.Request(
-        f"http://{router.address}/v1/lessons/{lesson}/say", method="POST",
-        data=json.dumps({"text": text, "language": "en"}).encode(),
-        headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status
+def say(router: RouterProcess, lesson: str, text: str, limit_s: float = 10.0) -> int:
+    """The backend makes the tutor speak; returns the HTTP status (202: accepted). A 409
+    (the avatar is not in its room yet) is retried every 0.25 s for up to ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        req = urllib.request.Request(
+            f"http://{router.address}/v1/lessons/{lesson}/say", method="POST",
+            data=json.dumps({"text": text, "language": "en"}).encode(),
+            headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
 
 
 def end(router: RouterProcess, lesson: str) -> None:

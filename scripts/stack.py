@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         web_url = f"http://127.0.0.1:{web.server_address[1]}"
         env = connection_env(redis, livekit)
         env["AVATAR_ROUTER_URL"] = nginx.url
+        # what a voice agent's FleetAvatar reads (examples/tutor_agent.py)
+        env["FLEET_AVATAR_ROUTER_URL"], env["FLEET_AVATAR_API_KEY"] = nginx.url, DEV_API_KEY
         env["AVATAR_WEB_URL"] = web_url
         env["AVATAR_PROMETHEUS_URL"] = prom.url
         joined = demo_join(nginx.url)

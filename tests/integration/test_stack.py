@@ -102,9 +102,16 @@ async def _lesson_through_the_api(env: dict[str, str]) -> None:
             assert time.monotonic() < deadline, "the avatar joins the lesson's room"
             await asyncio.sleep(0.1)
 
-        status, _ = await asyncio.to_thread(_call, "POST", f"{base}/v1/lessons/stack-demo/say",
-                                            {"text": "Welcome to the lesson.", "language": "en"})
-        assert status in (200, 202)
+        deadline = time.monotonic() + 10
+        while True:  # 409 until the worker has confirmed its avatar in the room
+            status, said = await asyncio.to_thread(
+                _call, "POST", f"{base}/v1/lessons/stack-demo/say",
+                {"text": "Welcome to the lesson.", "language": "en"})
+            if status != 409 or time.monotonic() > deadline:
+                break
+            assert said["error"] == "avatar_not_live"
+            await asyncio.sleep(0.2)
+        assert status == 202, said
         deadline = time.monotonic() + 15
         while not transcripts:
             assert time.monotonic() < deadline, "the lesson text is spoken"

@@ -79,9 +79,36 @@ def _token(livekit_server, identity: str, room: str) -> str:
             .with_grants(api.VideoGrants(room_join=True, room=room)).to_jwt())
 
 
+async def _until_live(client, lesson: str, limit_s: float = 10.0) -> dict:
+    """Re-join until the answer says the avatar is live (the worker confirmed it)."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while True:
+        body = (await client.post(f"/v1/lessons/{lesson}/join", json=BODY, headers=API)).json()
+        if body["avatar_state"] == "live" or asyncio.get_running_loop().time() > deadline:
+            return body
+        await asyncio.sleep(0.1)
+
+
+async def test_say_is_refused_until_the_avatar_is_in_its_room(client, workers):
+    """Text sent before the avatar is in the room would be heard by nobody: 409 with
+    Retry-After, not a 202 that drops it."""
+    w = await workers("w1")
+    w.starts_jobs = False  # LiveKit took the dispatch, no avatar came (yet)
+    body = (await client.post("/v1/lessons/say-early/join", json=BODY, headers=API)).json()
+    assert body["avatar_state"] == "assigned"
+    r = await client.post("/v1/lessons/say-early/say", headers=API, json={"text": "Hello"})
+    assert r.status_code == 409 and r.json()["error"] == "avatar_not_live"
+    assert r.headers["retry-after"] == "1"
+    w.starts_jobs = True  # the avatar arrives and the worker confirms it
+    assert (await _until_live(client, "say-early"))["avatar_state"] == "live"
+    r = await client.post("/v1/lessons/say-early/say", headers=API, json={"text": "Hello"})
+    assert r.status_code != 409, r.text
+
+
 async def test_say_reaches_the_avatar_participant(client, workers, livekit_server):
     await workers("w1")
-    body = (await client.post("/v1/lessons/say-1/join", json=BODY, headers=API)).json()
+    body = await _until_live(client, "say-1")
+    assert body["avatar_state"] == "live"
     avatar, bystander = rtc.Room(), rtc.Room()
     got: asyncio.Queue = asyncio.Queue()
     other: list = []
