@@ -63,8 +63,9 @@ class LiveKitServer(_Process):
 
     def __init__(self, redis_address: str | None = None, region: str | None = None,
                  port: int | None = None, rtc_udp_port: int | None = None,
-                 webhook_urls: list[str] | None = None) -> None:
+                 webhook_urls: list[str] | None = None, empty_timeout_s: int = 30) -> None:
         super().__init__()
+        self.empty_timeout_s = empty_timeout_s  # an empty room closes after this
         self.port = port or free_port()
         self.rtc_udp_port = rtc_udp_port or free_tcp_udp_port()
         self.webhook_urls = list(webhook_urls or [])  # signed with this server's API key
@@ -112,7 +113,7 @@ class LiveKitServer(_Process):
             "  json: true",
             "room:",
             "  sync_streams: true",
-            "  empty_timeout: 30",
+            f"  empty_timeout: {self.empty_timeout_s}",
             "  departure_timeout: 5",
             "prometheus:",
             "  port: 0",

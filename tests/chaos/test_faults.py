@@ -122,12 +122,15 @@ async def test_a_worker_frozen_past_its_ttl_never_displaces_its_replacement(flee
             os.killpg(frozen.pid, signal.SIGCONT)
         seen = await watch(learner, lesson, 8.0)  # the stale session wakes up
         assert moved_s < 8, f"the lesson moved {moved_s:.1f} s after the freeze"
-        assert seen[-1] == other and fleet.lesson(lesson)["worker"] == other
-        assert first not in seen, "the resumed worker's stale session never came back"
         # Usually no gap at all. In some runs the resumed worker's WebRTC reconnects before its
         # fence check makes it leave, and LiveKit drops the replacement (same identity) for
-        # it; the replacement then reports the lesson lost and is dispatched again (~4 s).
+        # it; the replacement then reports the lesson lost and is dispatched again (~4 s),
+        # possibly after the watch ended: the time it still takes counts as missing too.
         gaps = sum(w is None for w in seen) * 0.05
+        if seen[-1] != other:
+            gaps += await wait_avatar(learner, lesson, other, 10)
+        assert fleet.lesson(lesson)["worker"] == other
+        assert first not in seen, "the resumed worker's stale session never came back"
         assert gaps <= 5.0, f"the avatar was missing {gaps:.1f} s after the resume"
         assert fleet.workers[first].running, "the frozen worker lives on"
         assert fleet.events(first, "lesson.superseded") or fleet.events(first, "session.ended")

@@ -18,6 +18,7 @@ import pytest
 from livekit import api
 
 from config.fleet import PoolKeys, lesson_home_key
+from scripts.servers import LiveKitServer
 from tests.router.conftest import BODY_TEMPLATE, fire, router_env
 
 pytestmark = [pytest.mark.redis, pytest.mark.livekit]
@@ -25,6 +26,15 @@ pytestmark = [pytest.mark.redis, pytest.mark.livekit]
 JOINS = int(os.environ.get("AVATAR_RACE_JOINS", "10000"))
 LESSONS = int(os.environ.get("AVATAR_RACE_LESSONS", "1000"))
 WORKERS, CAPACITY = 24, max(1, (LESSONS * 24 // 25) // 24)  # 96 % of the lessons fit
+
+
+@pytest.fixture(scope="module")
+def livekit_server():
+    """This module's own LiveKit, whose empty rooms stay open: the rooms the dispatches create
+    are checked at the end, and 10k joins on 2 busy cores can outlast the shared server's 30 s
+    empty-room timeout (ListDispatch on a closed room: 503 "no response from servers")."""
+    with LiveKitServer(empty_timeout_s=600) as server:
+        yield server
 
 
 async def test_10k_joins_1k_lessons_4_routers(redis_url, regions_file, router_procs, workers,
