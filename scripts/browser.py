@@ -128,7 +128,8 @@ class BrowserLearner:
 
     async def receive_stats(self) -> dict:
         """Per kind of the tutor's tracks: the browser's MediaStream id, and its average
-        jitter-buffer and processing delays in ms (WebRTC ``getStats()``, inbound-rtp)."""
+        jitter-buffer and processing delays in ms (WebRTC ``getStats()``, inbound-rtp); for
+        video also the frames decoded so far and the stats' time (``at_ms``)."""
         return await self.page.evaluate("""async (who) => {
           const out = {};
           for (const p of window.lkRoom.remoteParticipants.values()) {
@@ -141,6 +142,10 @@ class BrowserLearner:
                 if (s.type !== "inbound-rtp" || !s.jitterBufferEmittedCount) return;
                 row.jitter_buffer_ms = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount;
                 row.processing_ms = 1000 * s.totalProcessingDelay / s.jitterBufferEmittedCount;
+                if (s.framesDecoded !== undefined) {
+                  row.frames_decoded = s.framesDecoded;
+                  row.at_ms = s.timestamp;
+                }
               });
               out[pub.kind] = row;
             }
