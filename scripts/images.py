@@ -2,11 +2,12 @@
 
     python -m scripts.images build   # base image (mmdebstrap) when missing, then worker + router
     python -m scripts.images smoke   # the built images serve a lesson with real Redis + LiveKit
+    python -m scripts.images plot    # benchmarks/results/images.png from images.json
 
 ``build`` needs Debian's podman, runc and mmdebstrap (apt-get install podman runc mmdebstrap);
 no image registry is reachable from these machines, so the base image is made from Debian's
 own packages and stands in for ``debian:bookworm-slim`` (the Containerfile's ``BASE``). It writes
-each image's size and build time to benchmarks/results/images.json.
+each image's size and build time to benchmarks/results/images.json (plotted in images.png).
 
 ``smoke`` starts redis-server and livekit-server on loopback, runs the router image and the
 worker image with ``--network host`` (they reach 127.0.0.1, nothing else), joins a lesson
@@ -185,6 +186,43 @@ async def smoke() -> dict:
     return out
 
 
+def plot() -> Path:
+    """benchmarks/results/images.png from images.json: size and build time per image, and the
+    smoke run's start-to-ready times, with the machine named."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.machine import machine_label
+
+    rec = json.loads(RESULTS.read_text())
+    names = [n for n in ("base", "worker", "router") if n in rec]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    axes[0].bar(names, [rec[n]["size_mb"] for n in names], color="tab:blue")
+    axes[0].set_ylabel("MB")
+    axes[0].set_title("image size")
+    built = [n for n in names if "build_s" in rec[n]]
+    axes[1].bar(built, [rec[n]["build_s"] for n in built], color="tab:orange")
+    axes[1].set_ylabel("s")
+    axes[1].set_title("build time")
+    smoke = rec.get("smoke", {})
+    keys = [k for k in ("router_ready_s", "worker_ready_s", "avatar_s") if k in smoke]
+    axes[2].bar([k.removesuffix("_s") for k in keys], [smoke[k] for k in keys], color="tab:green")
+    axes[2].set_ylabel("s")
+    axes[2].set_title("smoke: containers against the local stack")
+    for ax in axes:
+        for b in ax.patches:
+            ax.annotate(f"{b.get_height():g}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    fig.suptitle(f"scripts/images.py on {machine_label(rec.get('machine'))} (base: mmdebstrap "
+                 "minbase, standing in for debian:bookworm-slim)", fontsize=9)
+    fig.tight_layout()
+    out = RESULTS.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -192,14 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("targets", nargs="*", metavar="worker|router",
                    help="what to build (default: both)")
     sub.add_parser("smoke", help="run the built images against the local stack")
+    sub.add_parser("plot", help="draw images.png from images.json")
     args = ap.parse_args(argv)
     if args.cmd == "build":
         unknown = set(args.targets) - set(IMAGES)
         if unknown:
             ap.error(f"unknown target(s) {sorted(unknown)}: choose from {sorted(IMAGES)}")
         build(args.targets or list(IMAGES))
-    else:
+    elif args.cmd == "smoke":
         asyncio.run(smoke())
+    print(f"wrote {plot()}")
     return 0
 
 
