@@ -9,7 +9,7 @@ sender of a server-API packet is nobody; a participant's kind comes from its tok
 learners get from the router), so a learner cannot forge them. Either way the text
 is synthesised off the event loop, resampled to the engine's rate and queued on the session with
 its exact viseme track; the text is published as a transcription of the avatar's audio track
-(text stream on ``lk.transcription``, as livekit-agents does).
+(text stream on ``lk.transcription``, as livekit-agents does), word by word as it is spoken.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class LessonSpeaker:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()  # one synthesis at a time, in order of arrival
         self._tasks: set[asyncio.Task] = set()
+        self.caption_wait_s = 600.0  # a caption waits this long for its speech to play
         room.on("data_received", self._on_data)
         room.local_participant.register_rpc_method(RPC_SAY, self._on_rpc)
 
@@ -99,7 +100,15 @@ class LessonSpeaker:
         return f'{{"duration_s": {seconds:.3f}}}'
 
     async def say(self, req: SayRequest) -> float:
-        """Speak ``req.text``; returns the speech's duration in seconds."""
+        """Speak ``req.text``; returns the speech's duration in seconds. Its caption is
+        streamed word by word as the speech plays (see :func:`caption_plan`)."""
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[float] = loop.create_future()
+
+        def on_start() -> None:  # called on this loop as the speech's first frame goes out
+            if not started.done():
+                started.set_result(loop.time())
+
         async with self._lock:
             cfg = self.session.engine.config
             try:
@@ -111,19 +120,53 @@ class LessonSpeaker:
                 return 0.0
             pcm = await asyncio.to_thread(resample, speech.pcm, speech.sample_rate,
                                           cfg.sample_rate)
-            self.session.say(pcm, speech.viseme_track(cfg.fps))
+            self.session.say(pcm, speech.viseme_track(cfg.fps), on_start=on_start)
             SAID.labels("ok").inc()
             self.log.info("lesson.say", language=req.language, chars=len(req.text),
                           duration_s=round(speech.duration_s, 3))
-        await self._publish_transcription(req)
+        task = asyncio.create_task(self._caption(req, caption_plan(req.text, speech), started))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return speech.duration_s
 
-    async def _publish_transcription(self, req: SayRequest) -> None:
-        attrs = {ATTRIBUTE_TRANSCRIPTION_FINAL: "true",
+    async def _caption(self, req: SayRequest, plan: list[tuple[float, str]],
+                       started: asyncio.Future[float]) -> None:
+        """The transcription of the avatar's audio, each word written when it is spoken. Speech
+        that never plays (cleared by an interruption) is never captioned."""
+        try:
+            t0 = await asyncio.wait_for(started, self.caption_wait_s)
+        except TimeoutError:
+            return
+        attrs = {ATTRIBUTE_TRANSCRIPTION_FINAL: "false",
                  ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID: f"say-{next(self._ids)}",
                  "lk.language": req.language}
         for pub in self.room.local_participant.track_publications.values():
             if pub.name == AVATAR_AUDIO_TRACK:
                 attrs[ATTRIBUTE_TRANSCRIPTION_TRACK_ID] = pub.sid
-        await self.room.local_participant.send_text(req.text, topic=TOPIC_TRANSCRIPTION,
-                                                    attributes=attrs)
+        loop = asyncio.get_running_loop()
+        try:
+            writer = await self.room.local_participant.stream_text(
+                topic=TOPIC_TRANSCRIPTION, attributes=attrs)
+            for at, chunk in plan:
+                await asyncio.sleep(max(0.0, t0 + at - loop.time()))
+                await writer.write(chunk)
+            await writer.aclose(attributes={ATTRIBUTE_TRANSCRIPTION_FINAL: "true"})
+        except Exception as exc:  # the room went away mid-caption: the speech still played
+            self.log.info("lesson.caption_failed", error=repr(exc))
+
+
+def caption_plan(text: str, speech) -> list[tuple[float, str]]:
+    """When to show each word of ``text``: (seconds after the speech starts, the word with its
+    following space). The words share the span from the first to the last sounding phoneme in
+    proportion to their length (the TTS times phonemes, not words), so the caption starts as
+    the voice does and is complete when it stops."""
+    words = text.split()
+    if not words:
+        return []
+    sounding = [p for p in speech.phonemes if p.viseme != "sil" and p.end_s > p.start_s]
+    t0 = sounding[0].start_s if sounding else 0.0
+    t1 = sounding[-1].end_s if sounding else speech.duration_s
+    weights = np.array([len(w) + 1 for w in words], np.float64)
+    starts = t0 + (t1 - t0) * (np.cumsum(weights) - weights) / weights.sum()
+    return [(float(t), w + (" " if i < len(words) - 1 else ""))
+            for i, (t, w) in enumerate(zip(starts, words, strict=True))]

@@ -5,7 +5,8 @@ Audio from the voice agent arrives at any rate and channel count; it is resample
 engine's rate (mono) and pushed into the session. The engine's thread hands back one
 :class:`~avatar_pipeline.engine.OutputFrame` per frame period, which this generator yields as a
 ``VideoFrame`` followed, while speaking, by exactly one frame period of ``AudioFrame`` (and
-``AudioSegmentEnd`` after a segment's last frame). An interruption clears the engine session,
+``AudioSegmentEnd`` after a segment's last frame); a frame's cue (lesson speech starting) is
+called as it goes out. An interruption clears the engine session,
 the frames waiting here and the synchroniser's queues.
 """
 
@@ -106,6 +107,11 @@ class EngineVideoGenerator(VideoGenerator):
             first = False
             if f.audio is not None:
                 yield rtc.AudioFrame(f.audio.tobytes(), self.sample_rate, 1, len(f.audio))
+            if f.cue is not None:
+                try:
+                    f.cue()
+                except Exception:  # a caption must not stop the video
+                    log.exception("session.cue_failed", session_id=self.session.session_id)
             if f.segment_end:
                 self.segments_played += 1
                 yield AudioSegmentEnd()

@@ -107,6 +107,7 @@ class OutputFrame:
     latency_s: float | None = None  # audio out of the jitter buffer -> this frame
     speech_start_s: float | None = None  # first frame of a segment: its first audio in -> out
     tick_at: float = 0.0  # engine clock (s) of the tick that made this frame
+    cue: Callable[[], None] | None = None  # say()'s on_start, on the first frame of its speech
 
 
 @dataclass
@@ -116,6 +117,7 @@ class _Row:
     pulled_at: float
     segment_end: bool = False
     first_in: float | None = None  # first row of a segment: when its first audio came in
+    cue: Callable[[], None] | None = None
 
 
 @dataclass
@@ -158,9 +160,12 @@ class EngineSession:
         """Interruption: drop every queued sample and frame of speech at once."""
         self._inbox.append(("clear", None, self.engine.clock()))
 
-    def say(self, pcm: np.ndarray, weights: np.ndarray) -> None:
+    def say(self, pcm: np.ndarray, weights: np.ndarray,
+            on_start: Callable[[], None] | None = None) -> None:
         """Pre-timed speech (our TTS): int16 PCM at the engine rate and its viseme track
-        (one row per frame). Queued after what is already queued."""
+        (one row per frame). Queued after what is already queued. ``on_start`` travels with
+        the first frame of this speech (:attr:`OutputFrame.cue`), for whoever publishes the
+        frames to call when it goes out (e.g. to pace captions with the audio)."""
         spf = self.engine.config.samples_per_frame
         n = len(weights)
         if n == 0:
@@ -173,7 +178,8 @@ class EngineSession:
             from avatar_pipeline.visemes.smoothing import smooth_known_track
 
             weights = smooth_known_track(weights, self.engine._smoothing)
-        self._inbox.append(("say", (audio.reshape(n, spf), weights), self.engine.clock()))
+        self._inbox.append(("say", (audio.reshape(n, spf), weights, on_start),
+                            self.engine.clock()))
 
     @property
     def speaking(self) -> bool:
@@ -223,10 +229,11 @@ class EngineSession:
                 self._seq = 0
                 self._received = 0
             elif kind == "say":
-                audio, weights = data
+                audio, weights, on_start = data
                 for i in range(len(weights)):
                     self._rows.append(_Row(weights[i], audio[i], at, i == len(weights) - 1,
-                                           first_in=at if i == 0 else None))
+                                           first_in=at if i == 0 else None,
+                                           cue=on_start if i == 0 else None))
 
     def _rows_from_model(self, rows: np.ndarray, end: bool = False) -> None:
         for r in rows:
@@ -385,7 +392,8 @@ class AvatarEngine:
                 height=self.height, fmt=self.config.fmt,
                 audio=None if row is None else row.audio,
                 weights=states[i].weights, segment_end=bool(row and row.segment_end),
-                latency_s=latency, speech_start_s=start, tick_at=now)
+                latency_s=latency, speech_start_s=start, tick_at=now,
+                cue=None if row is None else row.cue)
             s._frames_out += 1
             try:
                 s.on_frame(frame)

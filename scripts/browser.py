@@ -5,6 +5,9 @@ subscriber, the browser lines audio and video of one stream up (LiveKit ``sync_s
 way learners get them.
 
     async with BrowserLearner(lk, lesson) as b: ...; await b.collect(); b.lag_ms(t0, t1)
+
+With ``measure=False`` it is the page as a learner has it: a microphone (Chromium's fake device
+playing ``mic_wav`` in a loop, or none), and autoplay allowed or blocked as browsers do.
 """
 
 from __future__ import annotations
@@ -62,12 +65,16 @@ def audio_as_played(blocks, delivered, output_delay_ms: float = 0.0, step_ms: fl
 class BrowserLearner:
     def __init__(self, lk, lesson: str, identity: str = "learner-browser",
                  who: str | None = None, size: int | None = None, crop=None,
-                 room: str | None = None) -> None:
+                 room: str | None = None, measure: bool = True, mic_wav=None,
+                 autoplay: bool = True) -> None:
         """Joins ``lesson``'s room (or ``room``) and measures the tutor (or the participant
-        ``who``, whose frames are ``size`` wide, measured in ``crop`` = (rows, columns))."""
+        ``who``, whose frames are ``size`` wide, measured in ``crop`` = (rows, columns)).
+        ``measure=False``: no measuring; the page's microphone plays ``mic_wav`` (a 16-bit WAV,
+        looped by Chromium) or is off; ``autoplay=False`` blocks audio until a click."""
         self.lk, self.lesson, self.identity = lk, lesson, identity
         self.who, self.size, self.crop = who, size, crop
         self.room = room or room_name(lesson)
+        self.measure, self.mic_wav, self.autoplay = measure, mic_wav, autoplay
         self.record: dict = {}
 
     async def __aenter__(self) -> BrowserLearner:
@@ -77,22 +84,30 @@ class BrowserLearner:
             raise RuntimeError("web/vendor/livekit-client.umd.js is missing: run scripts/setup.sh")
         self._http = serve_web()
         self._pw = await async_playwright().start()
+        args = ["--no-sandbox", "--autoplay-policy=" + (
+            "no-user-gesture-required" if self.autoplay else "document-user-activation-required")]
+        if self.mic_wav:
+            args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                     f"--use-file-for-fake-audio-capture={self.mic_wav}"]
         self._browser = await self._pw.chromium.launch(
-            executable_path=chromium_path(), headless=True,
-            args=["--autoplay-policy=no-user-gesture-required", "--no-sandbox"])
+            executable_path=chromium_path(), headless=True, args=args)
         self.page = await self._browser.new_page()
-        crop = self.crop or mouth_crop(AvatarRegistry().default())
-        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self.room),
-                 "measure": f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"}
-        if self.size:
-            query["size"] = str(self.size)
-        if self.who:
-            query["who"] = self.who
+        self._cdp = await self.page.context.new_cdp_session(self.page)
+        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self.room)}
+        if self.measure:
+            crop = self.crop or mouth_crop(AvatarRegistry().default())
+            query["measure"] = f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"
+            if self.size:
+                query["size"] = str(self.size)
+            if self.who:
+                query["who"] = self.who
+        elif not self.mic_wav:
+            query["mic"] = "0"
         port = self._http.server_address[1]
-        await self.page.goto(f"http://127.0.0.1:{port}/learner.html?"
-                             + urllib.parse.urlencode(query))
+        self.url = f"http://127.0.0.1:{port}/learner.html?" + urllib.parse.urlencode(query)
+        await self.page.goto(self.url)
         for _ in range(200):
-            state = await self.page.evaluate("[window.avRecord.ready, window.avRecord.error]")
+            state = await self.js("[window.avRecord.ready, window.avRecord.error]")
             if state[0] or state[1]:
                 break
             await asyncio.sleep(0.1)
@@ -100,8 +115,39 @@ class BrowserLearner:
             raise RuntimeError(f"the learner page did not join: {state[1]}")
         return self
 
+    async def js(self, expression: str):
+        """The value of a JavaScript expression in the page, read as a script and not as the
+        user: Playwright's ``evaluate`` runs with a user gesture, which unlocks autoplay."""
+        r = await self._cdp.send("Runtime.evaluate", {
+            "expression": expression, "returnByValue": True, "awaitPromise": True,
+            "userGesture": False})
+        if "exceptionDetails" in r:
+            raise RuntimeError(f"{expression}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    async def ui(self) -> dict:
+        """What the page shows (``window.learnerUi`` in ``web/learner.js``)."""
+        return await self.js("window.learnerUi")
+
+    async def wait_ui(self, predicate, what: str, timeout_s: float = 30.0) -> dict:
+        """Poll the page's state until ``predicate(state)`` holds."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = await self.ui()
+            if predicate(state):
+                return state
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the page never showed {what}: state={state['state']} "
+                                     f"errors={state['errors']}")
+            await asyncio.sleep(0.1)
+
+    async def frames_shown(self) -> int:
+        """Video frames of the tutor the page has presented so far."""
+        return await self.js(
+            "document.getElementById('tutor').getVideoPlaybackQuality().totalVideoFrames")
+
     async def now_ms(self) -> float:
-        return await self.page.evaluate("performance.now()")
+        return await self.js("performance.now()")
 
     async def page_ms(self, monotonic_s: float) -> float:
         """A ``time.monotonic()`` instant in page time (to within the evaluate round trip)."""
