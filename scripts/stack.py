@@ -5,14 +5,16 @@ LiveKit 7880 signal / 7882 RTC UDP on 127.0.0.1 only), on free ports otherwise; 
 (``python -m agent start``, worker id ``local-1``); two router replicas (``python -m router``)
 behind NGINX on 8080 (when free); the learner page (``web/``) on 8000 (when free); Prometheus on
 9090 (when free) scraping the worker and the routers with the fleet's alert rules loaded. Joins a demo
-lesson through the router and prints the page's address for it, so a browser shows the tutor at
-once. Prints how to connect and writes the same as environment variables to
+lesson through the router, dispatches the demo voice agent into it (``examples/tutor_agent.py``:
+our STT, a scripted stand-in for an LLM, espeak-ng, FleetAvatar) and prints the page's address,
+so a browser shows the tutor, who greets the learner and answers what they say. Prints how to connect and writes the same as environment variables to
 ``.cache/stack.env``; stops everything on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import signal
@@ -22,6 +24,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from livekit import api
+
+from config.fleet import room_name
 from config.logs import get_logger, setup_logging
 from nginx import render_config
 from scripts.servers import (
@@ -35,6 +40,7 @@ from scripts.servers import (
     PrometheusServer,
     RedisServer,
     RouterProcess,
+    VoiceAgentProcess,
     free_port,
     port_is_free,
     serve_web,
@@ -75,10 +81,19 @@ def demo_join(router_url: str, lesson: str = "demo") -> dict | None:
         return None
 
 
+async def dispatch_voice_agent(livekit: LiveKitServer, lesson: str, agent_name: str) -> None:
+    """What a lesson backend does to bring its voice agent into the lesson's room."""
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
+        await lkapi.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(
+            agent_name=agent_name, room=room_name(lesson)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env-file", type=Path, default=CACHE / "stack.env",
                         help="where to write the connection variables")
+    parser.add_argument("--no-voice-agent", action="store_true",
+                        help="no demo voice agent: the tutor speaks only what /say sends")
     parser.add_argument("--exit-after-start", action="store_true",
                         help="start, print, stop (a smoke test of the stack)")
     args = parser.parse_args(argv)
@@ -115,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         env["AVATAR_WEB_URL"] = web_url
         env["AVATAR_PROMETHEUS_URL"] = prom.url
         joined = demo_join(nginx.url)
+        voice = None
+        if joined and not args.no_voice_agent:
+            voice = stack.enter_context(VoiceAgentProcess(livekit, nginx.url, DEV_API_KEY))
+            asyncio.run(dispatch_voice_agent(livekit, "demo", voice.agent_name))
         page = (f"{web_url}/learner.html?" + urllib.parse.urlencode(
             {"url": joined["livekit_url"], "token": joined["token"]})) if joined else None
         args.env_file.parent.mkdir(parents=True, exist_ok=True)
@@ -128,12 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  Router   {nginx.url} (NGINX -> {', '.join(r.address for r in routers)})"
             f"   backend key {DEV_API_KEY}, ops key {DEV_OPS_KEY}\n"
             f"  Prometheus {prom.url} (scrapes the worker and both routers; alert rules loaded)\n"
-            f"  Logs     {livekit.logfile}  {redis.logfile}  {worker.logfile}\n"
+            f"  Logs     {livekit.logfile}  {redis.logfile}  {worker.logfile}"
+            + (f"  {voice.logfile}" if voice else "") + "\n"
             f"Point other processes at it with:  set -a; . {args.env_file}; set +a\n"
             f"Try:  curl -s -X POST {nginx.url}/v1/lessons/demo/join -H 'X-API-Key: {DEV_API_KEY}'"
             f" -H 'content-type: application/json' -d '{{\"user_id\": \"u1\", "
             f"\"display_name\": \"Ada\"}}'\n"
-            + (f"\nOpen the demo lesson in a browser (the tutor is in it):\n  {page}\n"
+            + ("\nOpen the demo lesson in a browser (the tutor is in it"
+               + (", with a voice agent: talk to it" if voice else "") + f"):\n  {page}\n"
                f"Make the tutor speak:  curl -s -X POST {nginx.url}/v1/lessons/demo/say"
                f" -H 'X-API-Key: {DEV_API_KEY}' -H 'content-type: application/json'"
                f" -d '{{\"text\": \"Hello! Shall we start?\", \"language\": \"en\"}}'\n"
@@ -143,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stack.ready", livekit=livekit.url, redis=redis.url)
         while not stop.is_set() and not args.exit_after_start:
             parts = {"redis": redis, "livekit": livekit, "worker": worker, "nginx": nginx,
-                     "prometheus": prom,
+                     "prometheus": prom, **({"voice-agent": voice} if voice else {}),
                      **{f"router{i}": r for i, r in enumerate(routers)}}
             dead = [name for name, p in parts.items() if not p.running]
             if dead:

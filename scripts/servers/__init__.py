@@ -29,6 +29,7 @@ from scripts.servers.fleet import (
     DEV_OPS_KEY,
     AvatarWorkerProcess,
     RouterProcess,
+    VoiceAgentProcess,
     write_regions_file,
 )
 from scripts.servers.livekit_server import (
@@ -46,6 +47,6 @@ from scripts.servers.web import WEB, serve_web
 __all__ = [
     "CACHE", "DEV_API_KEY", "DEV_KEY", "DEV_OPS_KEY", "DEV_SECRET", "LIVEKIT_VERSION", "REPO",
     "WEB", "AvatarWorkerProcess", "LiveKitServer", "NginxServer", "RedisClusterServer",
-    "PrometheusServer", "RedisServer", "RouterProcess", "ServerError", "find_program", "free_port",
+    "PrometheusServer", "RedisServer", "RouterProcess", "ServerError", "VoiceAgentProcess", "find_program", "free_port",
     "free_tcp_udp_port", "livekit_binary", "port_is_free", "serve_web", "write_regions_file",
 ]

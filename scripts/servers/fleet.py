@@ -126,3 +126,33 @@ class RouterProcess(_Process):
         return self
 
 
+
+
+class VoiceAgentProcess(_Process):
+    """``examples/tutor_agent.py start``: the demo voice agent (agent name ``tutor-voice``),
+    which adds our avatar with FleetAvatar through ``router_url``; ready once registered with
+    LiveKit. Dispatch it into a lesson's room to start a conversation."""
+
+    name = "voice-agent"
+    agent_name = "tutor-voice"
+
+    def __init__(self, livekit: LiveKitServer, router_url: str, api_key: str) -> None:
+        super().__init__()
+        self.port = free_port()
+        self.env = {
+            "LIVEKIT_URL": livekit.url, "LIVEKIT_API_KEY": livekit.api_key,
+            "LIVEKIT_API_SECRET": livekit.api_secret, "FLEET_AVATAR_ROUTER_URL": router_url,
+            "FLEET_AVATAR_API_KEY": api_key, "TUTOR_AGENT_PORT": str(self.port),
+            "PYTHONPATH": str(REPO),
+        }
+
+    def start(self) -> VoiceAgentProcess:
+        self._spawn([sys.executable, str(REPO / "examples" / "tutor_agent.py"), "start"],
+                    env=self.env)
+
+        def ready() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1) as r:
+                return r.status == 200 and b"registered worker" in self.logfile.read_bytes()
+
+        _wait(ready, self.proc, "voice agent", 90, self.logfile)
+        return self

@@ -1,7 +1,9 @@
 """The README's run command, end to end: the local stack (LiveKit, Redis, an avatar worker, two
-routers behind NGINX, Prometheus) starts; a lesson backend's join through NGINX puts the avatar in the room
-and hands out a learner token that works; lesson text is spoken; DELETE takes the avatar out;
-Prometheus scrapes every process and has the alert rules loaded; Ctrl-C (SIGINT) stops it all."""
+routers behind NGINX, Prometheus, the demo voice agent) starts; in the demo lesson the tutor
+greets a learner who joins and answers what they say; a lesson backend's join through NGINX
+puts the avatar in the room and hands out a learner token that works; lesson text is spoken;
+DELETE takes the avatar out; Prometheus scrapes every process and has the alert rules loaded;
+Ctrl-C (SIGINT) stops it all."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import redis as redis_sync
 from livekit import api, rtc
 
 from config.fleet import PoolKeys
+from scripts.room_probe import Learner, LearnerMic
 from scripts.servers import DEV_API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +76,43 @@ def _call(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+async def _heard(learner: Learner, since: float, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        _, rms = learner.window(max(since, time.monotonic() - 1.0), time.monotonic())
+        if len(rms) > 20 and (rms > 0.01).mean() > 0.3:
+            return True
+    return False
+
+
+async def _demo_conversation(env: dict[str, str]) -> None:
+    """The printed demo lesson: a learner joins, the voice agent's tutor greets them, the
+    learner says something, the tutor answers (captions for both come from the agent)."""
+    status, joined = await asyncio.to_thread(
+        _call, "POST", f"{env['AVATAR_ROUTER_URL']}/v1/lessons/demo/join",
+        {"user_id": "learner-2", "display_name": "Bo"})
+    assert status == 200, joined
+    learner = Learner()
+    await learner.join(type("LK", (), {"url": joined["livekit_url"]}), "demo", joined["token"])
+    try:
+        await learner.wait_tracks()
+        assert await _heard(learner, time.monotonic(), 30), "the tutor greets the learner"
+        await asyncio.sleep(4.0)  # the greeting ends
+        mic = await LearnerMic(learner.room).start()
+        await asyncio.sleep(1.0)
+        t0 = time.monotonic()
+        await mic.say("Good morning teacher.")
+        assert await _heard(learner, t0 + 1.0, 30), "the tutor answers"
+        deadline = time.monotonic() + 15
+        while not any("lovely to see you" in t for t, _ in learner.transcripts):
+            assert time.monotonic() < deadline, learner.transcripts
+            await asyncio.sleep(0.2)
+        await mic.aclose()
+    finally:
+        await learner.leave()
 
 
 async def _lesson_through_the_api(env: dict[str, str]) -> None:
@@ -146,6 +186,7 @@ def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
         client = redis_sync.Redis.from_url(env["AVATAR_REDIS_URL"])
         assert client.hget(PoolKeys("local").worker("local-1"), "state") == b"serving"
 
+        asyncio.run(_demo_conversation(env))
         asyncio.run(_lesson_through_the_api(env))
         _prometheus_sees_the_fleet(env["AVATAR_PROMETHEUS_URL"])
         for asset in ("learner.html", "vendor/livekit-client.umd.js"):  # the learner page
@@ -156,6 +197,7 @@ def test_run_command_serves_a_lesson_end_to_end_and_ctrl_c_stops_it(tmp_path):
         assert proc.returncode == 0, out[-3000:]
         assert "Local stack is up" in out and "avatar-local-1" in out
         assert "/learner.html?url=" in out and "&token=" in out, "the demo lesson's page"
+        assert "with a voice agent" in out
         assert f"Prometheus {env['AVATAR_PROMETHEUS_URL']}" in out
         for url in (lk_http, env["AVATAR_ROUTER_URL"] + "/healthz",
                     env["AVATAR_PROMETHEUS_URL"] + "/-/ready"):
