@@ -22,6 +22,7 @@ from agent.audio_in import VoiceAgentReceiver
 from agent.lesson import LessonSpeaker
 from agent.sync import EngineSynchronizer
 from agent.video_gen import EngineVideoGenerator
+from agent.viseme_stream import VisemeStream
 from config.fleet import AVATAR_AUDIO_TRACK, AVATAR_VIDEO_TRACK, DispatchMetadata
 from config.logs import get_logger
 
@@ -43,6 +44,7 @@ class _AvatarRunner(AvatarRunner):
     simulcast: bool = False
     fps: int = 25
     max_bitrate: int = 1_200_000
+    video: bool = True  # False: a visemes-only lesson publishes the audio track alone
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +60,11 @@ class _AvatarRunner(AvatarRunner):
             await self._room_connected_fut
             lp = self._room.local_participant
             audio = rtc.LocalAudioTrack.create_audio_track(AVATAR_AUDIO_TRACK, self._audio_source)
+            if not self.video:
+                self._audio_publication = await lp.publish_track(audio, rtc.TrackPublishOptions(
+                    source=rtc.TrackSource.SOURCE_MICROPHONE, stream=AV_STREAM))
+                self._video_publication = self._audio_publication  # published: nothing more
+                return
             video = rtc.LocalVideoTrack.create_video_track(AVATAR_VIDEO_TRACK, self._video_source)
             # Keep 512x512 at the full frame rate and give up encoding quality instead: WebRTC's
             # default ("balanced") halves the resolution while its bandwidth estimate ramps up,
@@ -80,7 +87,8 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
 
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     engine = server.engine
-    es = engine.open_session(lambda _f: None, session_id=ctx.job.id)
+    visemes_only = meta.output == "visemes"
+    es = engine.open_session(lambda _f: None, session_id=ctx.job.id, render=not visemes_only)
     gen = EngineVideoGenerator(es, asyncio.get_running_loop())
     gen.started_at = t_start
     receiver = VoiceAgentReceiver(
@@ -93,9 +101,12 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                                video_fps=cfg.fps, audio_sample_rate=cfg.sample_rate,
                                audio_channels=1))
     runner.simulcast = server.settings.video.simulcast
+    runner.video = not visemes_only
     runner.fps, runner.max_bitrate = cfg.fps, server.settings.video.max_bitrate
     runner.av_sync.video_delay_s = server.settings.video.delay_ms / 1000
     gen.av_sync = runner.av_sync
+    if server.settings.worker.viseme_stream or visemes_only:
+        gen.viseme_stream = VisemeStream(ctx.room, cfg.fps)
     LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
     if server.settings.worker.captions:
         from agent.captions import LearnerCaptions  # the model was loaded at worker start
@@ -119,7 +130,7 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     ctx.add_shutdown_callback(_on_shutdown)
     await runner.start()
     log.info("session.started", identity=ctx.room.local_participant.identity,
-             voice_agent=meta.voice_agent_identity)
+             voice_agent=meta.voice_agent_identity, output=meta.output)
 
     @ctx.room.on("disconnected")
     def _gone(reason=None) -> None:

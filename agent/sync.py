@@ -52,6 +52,10 @@ class EngineSynchronizer:
         self._last_due = 0.0
         self.frames_captured = 0
 
+    def audio_starts_at(self) -> float:
+        """When audio pushed now starts to play (event-loop clock): after what is queued."""
+        return asyncio.get_running_loop().time() + self._audio.queued_duration
+
     async def push(self, frame: rtc.VideoFrame | rtc.AudioFrame,
                    timestamp: float | None = None) -> None:
         if isinstance(frame, rtc.AudioFrame):

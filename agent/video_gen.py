@@ -46,6 +46,7 @@ class EngineVideoGenerator(VideoGenerator):
         self.av_sync = None  # the runner's synchroniser, set by the session; cleared on clear
         self.segments_played = 0
         self.started_at: float | None = None  # monotonic: the session's start, for FIRST_FRAME
+        self.viseme_stream = None  # agent.viseme_stream.VisemeStream, when the session has one
         session.on_frame = self._on_frame
 
     # engine thread
@@ -101,7 +102,11 @@ class EngineVideoGenerator(VideoGenerator):
         first = True
         while True:
             f = await self._queue.get()
-            yield rtc.VideoFrame(f.width, f.height, _FORMATS[f.fmt], f.video)
+            if self.viseme_stream is not None and self.av_sync is not None:
+                # this frame's audio is pushed right after it: it plays after what is queued
+                self.viseme_stream.frame(self.av_sync.audio_starts_at(), f.weights, f.blink)
+            if f.video:  # a visemes-only session has no picture
+                yield rtc.VideoFrame(f.width, f.height, _FORMATS[f.fmt], f.video)
             if first and self.started_at is not None:
                 FIRST_FRAME.observe(time.monotonic() - self.started_at)
             first = False

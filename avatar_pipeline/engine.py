@@ -103,6 +103,7 @@ class OutputFrame:
     fmt: str
     audio: np.ndarray | None  # int16, exactly samples_per_frame, or None (not speaking)
     weights: np.ndarray  # the viseme weights shown
+    blink: float = 0.0  # how shut the eyes are, 0..1
     segment_end: bool = False  # the last frame of a speech segment
     latency_s: float | None = None  # audio out of the jitter buffer -> this frame
     speech_start_s: float | None = None  # first frame of a segment: its first audio in -> out
@@ -132,6 +133,7 @@ class EngineSession:
     jitter: JitterBuffer
     visemes: object  # StreamingVisemes
     started_at: float = 0.0
+    render: bool = True  # False: weights and audio only, no picture (a visemes-only lesson)
     _inbox: collections.deque = field(default_factory=collections.deque)
     _pending: bytearray = field(default_factory=bytearray)  # audio not yet a whole packet
     _segment: int = 0
@@ -288,7 +290,10 @@ class AvatarEngine:
             return aid
 
     def open_session(self, on_frame: Callable[[OutputFrame], None], avatar_id: str | None = None,
-                     session_id: str | None = None, seed: int | None = None) -> EngineSession:
+                     session_id: str | None = None, seed: int | None = None,
+                     render: bool = True) -> EngineSession:
+        """A session; ``render=False`` gives frames with weights, blink and audio but no picture
+        (nothing is composed for it: the cost of a visemes-only lesson is the model's)."""
         from avatar_pipeline.visemes import StreamingVisemes
 
         sid = session_id or f"s{next(self._ids)}"
@@ -302,7 +307,7 @@ class AvatarEngine:
             jitter=JitterBuffer(self._jitter_cfg, can_drop=is_silent),
             visemes=StreamingVisemes(self.config.fps, model=self.batcher.model,
                                      smoothing=self._smoothing),
-            started_at=self.clock(),
+            started_at=self.clock(), render=render,
         )
         with self._lock:
             if sid in self._sessions:
@@ -328,7 +333,8 @@ class AvatarEngine:
 
     # --- the tick -------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> int:
-        """One frame period for every session; returns how many frames were composed."""
+        """One frame period for every session; returns how many frames were made (a session
+        that does not render gets one without a picture)."""
         now = self.clock() if now is None else now
         now_ms = now * 1000.0
         sessions = self.sessions
@@ -372,11 +378,13 @@ class AvatarEngine:
             shown.append(row)
         if not states:
             return 0
-        batch = self.compositor.compose(states)
-        self.last_batch = len(states)
-        self.max_batch_seen = max(self.max_batch_seen, len(states))
-        BATCH.observe(len(states))
-        LAST_BATCH.set(len(states))
+        drawn = [i for i, s in enumerate(sessions) if s.render]
+        batch = self.compositor.compose([states[i] for i in drawn]) if drawn else None
+        slot = {i: k for k, i in enumerate(drawn)}
+        self.last_batch = len(drawn)
+        self.max_batch_seen = max(self.max_batch_seen, len(drawn))
+        BATCH.observe(len(drawn))
+        LAST_BATCH.set(len(drawn))
         done = self.clock()
         for i, (s, row) in enumerate(zip(sessions, shown, strict=True)):
             latency = None if row is None else done - row.pulled_at
@@ -388,10 +396,12 @@ class AvatarEngine:
                 log.info("engine.speech_started", session_id=s.session_id,
                          start_ms=round(start * 1000, 1))
             frame = OutputFrame(
-                index=s._frames_out, video=bytes(batch.data(i)), width=self.width,
+                index=s._frames_out,
+                video=bytes(batch.data(slot[i])) if i in slot else b"", width=self.width,
                 height=self.height, fmt=self.config.fmt,
                 audio=None if row is None else row.audio,
-                weights=states[i].weights, segment_end=bool(row and row.segment_end),
+                weights=states[i].weights, blink=float(states[i].blink),
+                segment_end=bool(row and row.segment_end),
                 latency_s=latency, speech_start_s=start, tick_at=now,
                 cue=None if row is None else row.cue)
             s._frames_out += 1

@@ -57,6 +57,7 @@ import enum
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -73,6 +74,8 @@ ATTR_PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 # --- our own additions ---------------------------------------------------------------------
 RPC_SAY = "avatar.say"  # payload: SayRequest JSON; makes the avatar speak lesson text
 SAY_TOPIC = "avatar.say"
+# The avatar's viseme weights per frame, tied to its audio (protocol: docs/viseme-stream.md)
+VISEME_TOPIC = "avatar.visemes"
 """Data-packet topic of lesson text: the router (not a room participant) sends a reliable
 ``RoomService.send_data`` to ``destination_identities=[avatar_identity(lesson)]`` with a
 :class:`SayRequest` JSON payload; the worker listens for packets on this topic."""
@@ -153,9 +156,10 @@ class DispatchMetadata(BaseModel):
     fence: int = Field(ge=1)
     region: str | None = None
     voice_agent_identity: str | None = None
+    output: Literal["video", "visemes"] = "video"  # visemes: audio + viseme stream, no video
 
     def to_json(self) -> str:
-        return self.model_dump_json(exclude_none=True)
+        return self.model_dump_json(exclude_none=True, exclude_defaults=True)
 
     @classmethod
     def from_json(cls, data: str | bytes) -> DispatchMetadata:

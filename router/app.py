@@ -183,7 +183,8 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
         router = R()
         try:
             jr = await router.join(lesson_id, body.user_id, hint=body.region, lat=body.lat,
-                                   lon=body.lon, voice=body.voice_agent_identity)
+                                   lon=body.lon, voice=body.voice_agent_identity,
+                                   output=body.output)
         except UnknownRegion as exc:
             raise ApiError(422, "unknown_region", f"no region {exc.args[0]!r}") from None
         except NoCapacity as exc:

@@ -33,6 +33,10 @@ class JoinRequest(BaseModel):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
     voice_agent_identity: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,128}$")
+    output: Literal["video", "visemes"] = Field("video", description=(
+        "what the avatar publishes: its video and voice, or its voice and the viseme stream "
+        "only (docs/viseme-stream.md), for clients that draw the tutor themselves; set by the "
+        "join that dispatches the avatar"))
 
     @field_validator("user_id")
     @classmethod

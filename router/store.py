@@ -80,7 +80,7 @@ class FleetStore:
 
     # --- one pool -----------------------------------------------------------------------------
     async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0, voice: str = "",
-                     expect_worker: str = "", evict: bool = True,
+                     output: str = "", expect_worker: str = "", evict: bool = True,
                      current_ttl_ms: int | None = None) -> Assignment:
         """``current_ttl_ms``: how fresh the lesson's current worker's heartbeat must be for it
         to keep the lesson (default :attr:`current_ttl_ms`, else the ttl)."""
@@ -90,7 +90,7 @@ class FleetStore:
             [k.lesson(lesson_id), k.workers_load, k.workers_seen, k.fence, k.dispatch_pending],
             [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
              expect_worker, "1" if evict else "0",
-             current_ttl_ms or self.current_ttl_ms or self.ttl_ms],
+             current_ttl_ms or self.current_ttl_ms or self.ttl_ms, output or ""],
         )
         return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]),
                           len(r) > 5 and bool(r[5]))
@@ -133,7 +133,7 @@ class FleetStore:
         return pool, {_s(a): _s(b) for a, b in h.items()}
 
     async def place(self, lesson_id: str, pools: list[str], *, voice: str = "",
-                    min_fence: int = 0) -> Placement:
+                    output: str = "", min_fence: int = 0) -> Placement:
         """Assign a lesson in its home pool, else the first of ``pools`` (claimed atomically);
         when a pool is full, move the home to the next pool (compare-and-set) and try there."""
         home_key = lesson_home_key(lesson_id)
@@ -144,7 +144,8 @@ class FleetStore:
         while order:
             pool = order.pop(0)
             tried.append(pool)
-            a = await self.assign(pool, lesson_id, min_fence=min_fence, voice=voice)
+            a = await self.assign(pool, lesson_id, min_fence=min_fence, voice=voice,
+                                  output=output)
             if a.status == "ok":
                 return Placement(a, tuple(tried))
             min_fence = max(min_fence, a.fence)

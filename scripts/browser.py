@@ -66,15 +66,17 @@ class BrowserLearner:
     def __init__(self, lk, lesson: str, identity: str = "learner-browser",
                  who: str | None = None, size: int | None = None, crop=None,
                  room: str | None = None, measure: bool = True, mic_wav=None,
-                 autoplay: bool = True) -> None:
+                 autoplay: bool = True, page: str = "learner.html") -> None:
         """Joins ``lesson``'s room (or ``room``) and measures the tutor (or the participant
         ``who``, whose frames are ``size`` wide, measured in ``crop`` = (rows, columns)).
         ``measure=False``: no measuring; the page's microphone plays ``mic_wav`` (a 16-bit WAV,
-        looped by Chromium) or is off; ``autoplay=False`` blocks audio until a click."""
+        looped by Chromium) or is off; ``autoplay=False`` blocks audio until a click. ``page``:
+        which page of ``web/`` (``visemes.html`` draws the tutor from its viseme stream)."""
         self.lk, self.lesson, self.identity = lk, lesson, identity
         self.who, self.size, self.crop = who, size, crop
         self.room = room or room_name(lesson)
         self.measure, self.mic_wav, self.autoplay = measure, mic_wav, autoplay
+        self.page_name = page
         self.record: dict = {}
 
     async def __aenter__(self) -> BrowserLearner:
@@ -104,7 +106,7 @@ class BrowserLearner:
         elif not self.mic_wav:
             query["mic"] = "0"
         port = self._http.server_address[1]
-        self.url = f"http://127.0.0.1:{port}/learner.html?" + urllib.parse.urlencode(query)
+        self.url = f"http://127.0.0.1:{port}/{self.page_name}?" + urllib.parse.urlencode(query)
         await self.page.goto(self.url)
         for _ in range(200):
             state = await self.js("[window.avRecord.ready, window.avRecord.error]")

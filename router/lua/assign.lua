@@ -10,6 +10,7 @@
 -- ARGV[10] ms: how fresh the lesson's current worker's heartbeat must be for it to keep the
 --         lesson (default the ttl): shorter for a worker whose Redis connection is gone (the
 --         disconnect grace), longer just after Redis came back (its heartbeats could not land)
+-- ARGV[11] the lesson's output ("video" | "visemes") or "": kept on the lesson like the voice
 -- Returns {status, worker, fence, must_dispatch, changed, live}; status: ok | full | skip.
 -- must_dispatch = 1 for exactly one caller per fence (it holds the dispatch claim), until the
 -- worker reports the avatar live, or while the claim (dispatching, or dispatched and not yet
@@ -23,6 +24,7 @@ local lesson_id, ttl, pool, min_fence, prefix, lease, voice, expect =
   ARGV[7], ARGV[8]
 local evict = ARGV[9] ~= '0'
 local current_ttl = tonumber(ARGV[10] or '') or ttl
+local output = ARGV[11] or ''
 
 local function fresh(w, within)
   local seen = redis.call('ZSCORE', seen_key, w)
@@ -71,6 +73,7 @@ if expect ~= '' then
   if alive(old_worker, old_epoch, current_ttl) then return {'skip', old_worker, old_fence, 0, 0} end
 elseif old_worker and alive(old_worker, old_epoch, current_ttl) then
   if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
+  if output ~= '' then redis.call('HSET', lesson_key, 'output', output) end
   local must = claim(old_fence)
   local live = redis.call('HGET', lesson_key, 'dispatch_state') == 'live' and 1 or 0
   return {'ok', old_worker, old_fence, must, 0, live}
@@ -122,6 +125,7 @@ redis.call('HSET', lesson_key, 'worker', chosen, 'fence', string.format('%.0f', 
            'assigned_at', now,
            'epoch', redis.call('HGET', prefix .. 'worker:' .. chosen, 'epoch') or '0')
 if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
+if output ~= '' then redis.call('HSET', lesson_key, 'output', output) end
 redis.call('SADD', prefix .. 'worker:' .. chosen .. ':lessons', lesson_id)
 resync(chosen)
 return {'ok', chosen, fence, claim(fence), 1, 0}
