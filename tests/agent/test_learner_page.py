@@ -116,6 +116,12 @@ async def test_captions_microphone_keyboard_phone_and_leave(stack, learner_wav):
         spoken_by = await page.page.evaluate(
             "document.querySelector('#captions li.tutor .who').textContent")
         assert spoken_by.startswith("avatar-") or spoken_by == state["tutor"]
+        # Persian reads right to left
+        await backend_say(lk, lesson, SayRequest(text="سلام، خوش آمدید.", language="fa"))
+        await page.wait_ui(lambda s: any(c["language"] == "fa" and c["final"]
+                                         for c in s["captions"]), "the Persian caption", 30)
+        assert await page.page.evaluate(
+            "[...document.querySelectorAll('#captions li.tutor .text')].at(-1).dir") == "rtl"
 
         # keyboard: Tab reaches the controls, M toggles the microphone
         seen = set()
