@@ -15,7 +15,9 @@ its exact viseme track; the text is published as a transcription of the avatar's
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import time
 
 import numpy as np
 from livekit import rtc
@@ -28,6 +30,7 @@ from livekit.agents.types import (
 from pydantic import ValidationError
 
 from avatar_pipeline.engine import EngineSession
+from avatar_pipeline.tts.voices import engine_for, sentences
 from config.fleet import AVATAR_AUDIO_TRACK, RPC_SAY, SAY_TOPIC, SayRequest
 from config.logs import get_logger
 from config.metrics import counter
@@ -50,11 +53,10 @@ def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 class LessonSpeaker:
     def __init__(self, room: rtc.Room, session: EngineSession, tts=None, **log_ids) -> None:
-        from avatar_pipeline.tts import default_engine
-
+        """``tts``: one engine for every request (else each voice's, ``tts.voices``)."""
         self.room = room
         self.session = session
-        self.tts = tts or default_engine()
+        self.tts = tts
         self.log = get_logger("agent.lesson", **log_ids)
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()  # one synthesis at a time, in order of arrival
@@ -100,59 +102,93 @@ class LessonSpeaker:
         return f'{{"duration_s": {seconds:.3f}}}'
 
     async def say(self, req: SayRequest) -> float:
-        """Speak ``req.text``; returns the speech's duration in seconds. Its caption is
-        streamed word by word as the speech plays (see :func:`caption_plan`)."""
+        """Speak ``req.text`` in its voice (``config.voices``; the language's default when it
+        names none); returns the speech's duration in seconds. Sentence by sentence: the first
+        is queued as soon as it is synthesised and plays while the next are made. The caption
+        is streamed word by word as the speech plays (see :func:`caption_plan`)."""
         loop = asyncio.get_running_loop()
-        started: asyncio.Future[float] = loop.create_future()
-
-        def on_start() -> None:  # called on this loop as the speech's first frame goes out
-            if not started.done():
-                started.set_result(loop.time())
-
-        async with self._lock:
-            cfg = self.session.engine.config
-            try:
-                speech = await asyncio.to_thread(self.tts.synthesize, req.text, req.language,
-                                                 req.voice)
-            except ValueError as exc:  # unknown language/voice: this request fails, not the lesson
-                SAID.labels("tts_error").inc()
-                self.log.warning("lesson.tts_failed", error=str(exc), language=req.language)
-                return 0.0
-            pcm = await asyncio.to_thread(resample, speech.pcm, speech.sample_rate,
-                                          cfg.sample_rate)
-            self.session.say(pcm, speech.viseme_track(cfg.fps), on_start=on_start)
-            SAID.labels("ok").inc()
-            self.log.info("lesson.say", language=req.language, chars=len(req.text),
-                          duration_s=round(speech.duration_s, 3))
-        task = asyncio.create_task(self._caption(req, caption_plan(req.text, speech), started))
+        if self.tts is not None:
+            engine, voice, used = self.tts, req.voice, req.voice or "given"
+        else:
+            engine, voice, used = engine_for(req.voice, req.language)
+        parts = sentences(req.text) or [req.text]
+        cues: asyncio.Queue = asyncio.Queue()
+        task = asyncio.create_task(self._caption(req, cues))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return speech.duration_s
-
-    async def _caption(self, req: SayRequest, plan: list[tuple[float, str]],
-                       started: asyncio.Future[float]) -> None:
-        """The transcription of the avatar's audio, each word written when it is spoken. Speech
-        that never plays (cleared by an interruption) is never captioned."""
+        total = 0.0
+        t0 = time.monotonic()
         try:
-            t0 = await asyncio.wait_for(started, self.caption_wait_s)
-        except TimeoutError:
-            return
+            async with self._lock:
+                cfg = self.session.engine.config
+                for i, part in enumerate(parts):
+                    try:
+                        speech = await asyncio.to_thread(engine.synthesize, part, req.language,
+                                                         voice)
+                    except ValueError as exc:  # this request fails, not the lesson
+                        SAID.labels("tts_error").inc()
+                        self.log.warning("lesson.tts_failed", error=str(exc),
+                                         language=req.language, voice=used)
+                        return total
+                    pcm = await asyncio.to_thread(resample, speech.pcm, speech.sample_rate,
+                                                  cfg.sample_rate)
+                    started: asyncio.Future[float] = loop.create_future()
+                    self.session.say(pcm, speech.viseme_track(cfg.fps),
+                                     on_start=functools.partial(_set_now, started))
+                    plan = caption_plan(part, speech)
+                    if i and plan:  # the space between this sentence and the one before
+                        plan[0] = (plan[0][0], " " + plan[0][1])
+                    cues.put_nowait((plan, started))
+                    if i == 0:
+                        self.log.info("lesson.first_audio_queued", voice=used,
+                                      ms=round(1000 * (time.monotonic() - t0), 1))
+                    total += speech.duration_s
+                SAID.labels("ok").inc()
+                self.log.info("lesson.say", language=req.language, voice=used,
+                              chars=len(req.text), sentences=len(parts),
+                              duration_s=round(total, 3))
+        finally:
+            cues.put_nowait(None)
+        return total
+
+    async def _caption(self, req: SayRequest, cues: asyncio.Queue) -> None:
+        """The transcription of the avatar's audio: one stream for the request, each word
+        written when it is spoken. Speech that never plays (cleared by an interruption) is not
+        captioned."""
+        loop = asyncio.get_running_loop()
+        writer = None
+        try:
+            while (item := await cues.get()) is not None:
+                plan, started = item
+                try:
+                    t0 = await asyncio.wait_for(started, self.caption_wait_s)
+                except TimeoutError:
+                    break
+                if writer is None:
+                    writer = await self.room.local_participant.stream_text(
+                        topic=TOPIC_TRANSCRIPTION, attributes=self._caption_attrs(req))
+                for at, chunk in plan:
+                    await asyncio.sleep(max(0.0, t0 + at - loop.time()))
+                    await writer.write(chunk)
+            if writer is not None:
+                await writer.aclose(attributes={ATTRIBUTE_TRANSCRIPTION_FINAL: "true"})
+        except Exception as exc:  # the room went away mid-caption: the speech still played
+            self.log.info("lesson.caption_failed", error=repr(exc))
+
+    def _caption_attrs(self, req: SayRequest) -> dict[str, str]:
         attrs = {ATTRIBUTE_TRANSCRIPTION_FINAL: "false",
                  ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID: f"say-{next(self._ids)}",
                  "lk.language": req.language}
         for pub in self.room.local_participant.track_publications.values():
             if pub.name == AVATAR_AUDIO_TRACK:
                 attrs[ATTRIBUTE_TRANSCRIPTION_TRACK_ID] = pub.sid
-        loop = asyncio.get_running_loop()
-        try:
-            writer = await self.room.local_participant.stream_text(
-                topic=TOPIC_TRANSCRIPTION, attributes=attrs)
-            for at, chunk in plan:
-                await asyncio.sleep(max(0.0, t0 + at - loop.time()))
-                await writer.write(chunk)
-            await writer.aclose(attributes={ATTRIBUTE_TRANSCRIPTION_FINAL: "true"})
-        except Exception as exc:  # the room went away mid-caption: the speech still played
-            self.log.info("lesson.caption_failed", error=repr(exc))
+        return attrs
+
+
+def _set_now(fut: asyncio.Future) -> None:
+    """A speech's first frame went out (called on the session's loop)."""
+    if not fut.done():
+        fut.set_result(fut.get_loop().time())
 
 
 def caption_plan(text: str, speech) -> list[tuple[float, str]]:

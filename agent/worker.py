@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from agent.pod import PodDeletionCost
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
+from avatar_pipeline.tts.voices import engine_for
 from config.fleet import (
     ATTR_PUBLISH_ON_BEHALF,
     DispatchMetadata,
@@ -131,6 +132,9 @@ class AvatarServer(AgentServer):
             from agent.captions import whisper_model
 
             await asyncio.to_thread(whisper_model)  # a missing extra stops the worker at start
+        # the English lesson voice, loaded now rather than at the first /say (or logged as
+        # unavailable: espeak-ng speaks instead)
+        await asyncio.to_thread(engine_for, None, "en")
         self.log.info("engine.started", backend=self._engine.config.backend,
                       fps=self._engine.config.fps, size=[self._engine.width, self._engine.height])
         await self.fleet.register()

@@ -59,7 +59,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from config.voices import ESPEAK_VARIANTS, SAY_LANGUAGES, VOICES, check_voice
 
 LUA_DIR = Path(__file__).with_name("lua")
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -166,13 +168,10 @@ class DispatchMetadata(BaseModel):
         return cls.model_validate_json(data)
 
 
-# What lesson text may be spoken in: the languages and voices every worker's TTS speaks
-# (tests/pipeline/test_tts.py checks each against the engine). Anything else is refused
-# before it is sent, rather than accepted and never said.
-SAY_LANGUAGES: tuple[str, ...] = (
-    "en", "en-us", "en-gb", "es", "zh", "cmn", "fa", "fr", "de", "it", "pt")
-SAY_VOICES: tuple[str, ...] = (
-    "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
+# What lesson text may be spoken in: the voices and languages of config/voices.py (each checked
+# against the engines in tests/pipeline). Anything else is refused before it is sent, rather
+# than accepted and never said.
+SAY_VOICES = ESPEAK_VARIANTS  # the espeak-ng variants (every voice: config.voices.VOICES)
 # ~60 s of speech: a lesson's paragraph, not a lecture that blocks the agent's next reply
 SAY_MAX_CHARS = 1000
 
@@ -182,7 +181,9 @@ class SayRequest(BaseModel):
 
     text: str = Field(min_length=1, max_length=SAY_MAX_CHARS)
     language: str = Field("en", description=f"one of {', '.join(SAY_LANGUAGES)}")
-    voice: str | None = Field(None, description=f"one of {', '.join(SAY_VOICES)}")
+    voice: str | None = Field(None, description=(
+        f"one of {', '.join(VOICES)} (GET /v1/voices), speaking the language; none: the "
+        "language's default voice"))
 
     @field_validator("language")
     @classmethod
@@ -193,9 +194,8 @@ class SayRequest(BaseModel):
 
     @field_validator("voice")
     @classmethod
-    def _known_voice(cls, v: str | None) -> str | None:
-        if v is not None and v not in SAY_VOICES:
-            raise ValueError(f"unknown voice {v!r}; voices: {', '.join(SAY_VOICES)}")
+    def _known_voice(cls, v: str | None, info: ValidationInfo) -> str | None:
+        check_voice(v, info.data.get("language", "en"))
         return v
 
 

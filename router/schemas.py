@@ -89,6 +89,20 @@ class SayBody(SayRequest):
     model_config = ConfigDict(extra="forbid")
 
 
+class VoiceView(BaseModel):
+    id: str
+    engine: str
+    languages: list[str]
+    description: str
+    neural: bool
+
+
+class VoicesResponse(BaseModel):
+    voices: list[VoiceView]
+    defaults: dict[str, str] = Field(description="language -> the voice it gets when a /say "
+                                                 "names none (others: espeak-ng's default)")
+
+
 class SayResponse(BaseModel):
     lesson_id: str
     sent: bool

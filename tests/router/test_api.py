@@ -191,6 +191,7 @@ async def test_bad_requests_are_json_4xx(client, workers, method, path, kwargs, 
     ({"text": "Hola.", "language": "es-ES"}, "language", "no voice speaks 'es-ES'"),
     ({"text": "Hi.", "voice": "Darth"}, "voice", "voices: f1"),
     ({"text": "a" * 1001}, "text", "at most 1000 characters"),
+    ({"text": "سلام", "language": "fa", "voice": "joe"}, "voice", "it speaks en, en-us"),
 ])
 async def test_say_refuses_what_no_tutor_can_say(client, workers, body, field, says):
     """Refused before anything is sent, with what would be accepted (not a 202 and silence)."""
@@ -202,6 +203,17 @@ async def test_say_refuses_what_no_tutor_can_say(client, workers, body, field, s
     err = r.json()
     assert err["error"] == "invalid_request"
     assert err["detail"][0]["loc"][-1] == field and says in err["detail"][0]["msg"]
+
+
+async def test_voices_are_listed_for_the_backend(client, workers):
+    r = await client.get("/v1/voices", headers=API)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    joe = next(v for v in body["voices"] if v["id"] == "joe")
+    assert joe["engine"] == "piper" and joe["neural"] and joe["languages"] == ["en", "en-us"]
+    assert body["defaults"]["en"] == "joe"
+    assert {"f1", "m8"} <= {v["id"] for v in body["voices"]}
+    assert (await client.get("/v1/voices")).status_code == 401
 
 
 @pytest.mark.parametrize("name,says", [

@@ -1,0 +1,74 @@
+"""The worker's TTS registry: a voice id from ``config.voices`` -> an engine that speaks it with
+exact phoneme timing. Engines load on first use and are shared by every session of the process.
+A neural voice whose package is not installed falls back to espeak-ng (logged and counted), so
+lesson text is always spoken."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from avatar_pipeline.tts.types import Speech
+from config.logs import get_logger
+from config.metrics import counter
+from config.voices import VOICES, voice_for
+
+log = get_logger(__name__)
+FALLBACKS = counter("avatar_tts_fallback_total",
+                    "Lesson text spoken by espeak-ng because its voice could not load", ("voice",))
+_ENGINES: dict[str, object] = {}
+_FAILED: set[str] = set()
+_LOCK = threading.Lock()
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
+
+
+class PiperVoice:
+    """A Piper voice behind the TTSEngine interface."""
+
+    def __init__(self) -> None:
+        from avatar_pipeline.tts.piper import PiperEngine
+
+        self.engine = PiperEngine()
+        self.sample_rate = self.engine.sample_rate
+
+    def synthesize(self, text: str, language: str = "en", voice: str | None = None,
+                   **_unused) -> Speech:
+        return self.engine.synthesize(text)
+
+
+def _load(engine: str):
+    from avatar_pipeline.tts import default_engine
+
+    if engine == "espeak":
+        return default_engine()
+    if engine == "piper":
+        return PiperVoice()
+    raise ValueError(f"no TTS engine {engine!r}")
+
+
+def engine_for(voice: str | None, language: str) -> tuple[object, str | None, str]:
+    """(engine, the voice argument it takes, the voice id actually used) for a request."""
+    from avatar_pipeline.tts import default_engine
+
+    chosen = voice_for(voice, language)
+    spec = VOICES.get(chosen) if chosen else None
+    if spec is None or spec.engine == "espeak":
+        return default_engine(), chosen, chosen or "espeak"
+    with _LOCK:
+        if spec.id not in _ENGINES and spec.id not in _FAILED:
+            try:
+                _ENGINES[spec.id] = _load(spec.engine)
+                log.info("tts.voice_loaded", voice=spec.id, engine=spec.engine)
+            except Exception as exc:  # package missing, model broken: espeak speaks instead
+                _FAILED.add(spec.id)
+                log.error("tts.voice_unavailable", voice=spec.id, error=repr(exc))
+        engine = _ENGINES.get(spec.id)
+    if engine is None:
+        FALLBACKS.labels(spec.id).inc()
+        return default_engine(), None, "espeak"
+    return engine, None, spec.id
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after sentence and clause ends, so speech can start after the first."""
+    return [s for s in (p.strip() for p in _SENTENCE.split(text)) if s]
