@@ -1,5 +1,6 @@
 """Lesson voices: how soon the first audio is ready, how fast each voice speaks, how well a
-listener understands it. One run, one CPU thread per engine.
+listener understands it. One run; Piper on two onnxruntime threads (as the worker runs it),
+espeak-ng on one.
 
 - **First audio**: a /say request's text cut into sentences (``tts.voices.sentences``): the time
   to synthesise the first and resample it to the engine's 48 kHz, which is when the worker
@@ -120,7 +121,7 @@ def main() -> None:
     ax[0].set(title="first audio ready (ms)")
     ax[0].legend()
     ax[1].bar(names, [r["rtf_median"] for r in rows])
-    ax[1].set(title="real-time factor, 1 thread")
+    ax[1].set(title="real-time factor")
     ax[2].bar(names, [100 * r["wer_mean"] for r in rows])
     ax[2].set(title="word error rate, Whisper tiny.en (%)")
     fig.suptitle(f"Lesson voices — {machine_label(payload['machine'])}", fontsize=10)

@@ -62,4 +62,8 @@ def test_text_is_cut_into_sentences_for_streaming():
     assert registry.sentences("Hello! How are you? I am fine; thanks.") == [
         "Hello!", "How are you?", "I am fine;", "thanks."]
     assert registry.sentences("no end") == ["no end"]
+    # a long first sentence is cut at its first comma, so the first audio comes sooner
+    assert registry.sentences("Good morning, class, today we read a story. Ready?") == [
+        "Good morning,", "class, today we read a story.", "Ready?"]
+    assert registry.sentences("Hi, Ada. Ready?") == ["Hi, Ada.", "Ready?"]
     assert registry.sentences("  ") == []
