@@ -112,7 +112,7 @@ def plot(p: dict) -> None:
             label="visemes-only lesson (model only)")
     ax.set(xscale="log", yscale="log", xticks=ns, xticklabels=ns, xlabel="sessions batched",
            ylabel="sessions per CPU core at 25 fps",
-           title=f"Visemes only: {p['median_ratio']:.0f}x the sessions per core (median)")
+           title=f"Visemes only: {p['median_ratio']:.1f}x the sessions per core (median)")
     ax.legend()
     fig.suptitle(machine_label(p["machine"]), fontsize=9)
     fig.tight_layout()
