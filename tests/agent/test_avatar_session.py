@@ -205,7 +205,8 @@ async def test_a_learner_cannot_make_the_tutor_speak(stack):
         await asyncio.sleep(1.5)
         assert [t for t, _ in learner.transcripts] == ["Let us begin."]
         _, audio = learner.window(t_say, time.monotonic())
-        assert np.percentile(audio, 75) > 0.02, "the backend's text is spoken"
+        # ~0.8 s of speech in the window (10 ms frames)
+        assert (audio > 0.02).sum() * 0.01 > 0.4, "the backend's text is spoken"
     finally:
         await learner.leave(lk)
 
