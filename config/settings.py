@@ -56,7 +56,8 @@ class WorkerSettings(BaseModel):
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
     captions: bool = False  # transcribe learners' microphones (faster-whisper tiny.en)
     # publish each frame's viseme weights on the avatar.visemes topic (docs/viseme-stream.md)
-    viseme_stream: bool = True
+    # in every lesson; visemes-only lessons always do
+    viseme_stream: bool = False
     # livekit-server's ``agents.target_load``: it offers jobs only to workers reporting less.
     livekit_target_load: float = Field(0.7, gt=0, le=1)
     # A voice agent's stream that sends nothing for this long ends its segment (agent/audio_in).

@@ -36,7 +36,8 @@ async def test_a_page_draws_the_tutor_from_the_viseme_stream_in_step_with_its_vo
         if p.topic == VISEME_TOPIC:
             packets.append((time.time() * 1000, json.loads(p.data)))
 
-    with AvatarWorkerProcess(lk, redis_server.url, "w-visemes"):
+    with AvatarWorkerProcess(lk, redis_server.url, "w-visemes",
+                             extra_env={"AVATAR_WORKER__VISEME_STREAM": "true"}):
         await sub.connect(lk.url, token(lk, "client-sdk", room_name(lesson)))
         async with BrowserLearner(lk, lesson, page="visemes.html") as page:
             vroom, out, _started, finished = await voice_agent(lk, lesson)
