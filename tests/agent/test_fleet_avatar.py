@@ -76,6 +76,10 @@ async def test_a_voice_agent_adds_the_avatar_in_two_lines_and_barge_in_stops_it(
             await session.say("Hello Ada! Today we will read a short story together.")
             t1 = time.monotonic()
             avatar_p = learner.room.remote_participants[avatar_identity(LESSON)]
+            for _ in range(50):  # the attribute reaches the learner through LiveKit
+                if avatar_p.attributes.get("lk.publish_on_behalf") == VOICE:
+                    break
+                await asyncio.sleep(0.1)
             assert avatar_p.attributes.get("lk.publish_on_behalf") == VOICE, \
                 "clients show the avatar as the voice agent's"
             assert t1 - t0 > 2.0, "say() returns when the avatar finished playing it"
