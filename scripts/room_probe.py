@@ -304,6 +304,17 @@ async def speak(out: DataStreamAudioOutput, text: str, chunk_ms: int = 20) -> fl
     return sp.duration_s
 
 
+async def speak_until_played(out: DataStreamAudioOutput, text: str, finished: list,
+                             slack_s: float = 10.0) -> float:
+    """:func:`speak`, then wait (up to its duration + ``slack_s``) for the avatar's
+    ``playback_finished`` to land in ``finished`` (from :func:`voice_agent`)."""
+    duration = await speak(out, text)
+    deadline = time.monotonic() + duration + slack_s
+    while not finished and time.monotonic() < deadline:  # noqa: ASYNC110 (a list the emitter fills)
+        await asyncio.sleep(0.1)
+    return duration
+
+
 @dataclass
 class RawVoiceAgent:
     """A voice agent written out on the wire, for what the stock sender never does: streams with

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from scripts.browser import BrowserLearner
-from scripts.room_probe import dispatch, reference_lag_ms, speak, voice_agent
+from scripts.room_probe import dispatch, reference_lag_ms, speak_until_played, voice_agent
 from scripts.servers import AvatarWorkerProcess
 
 pytestmark = [pytest.mark.livekit, pytest.mark.redis]
@@ -35,11 +35,7 @@ async def test_learner_page_shows_and_plays_the_tutor(livekit_server, redis_serv
                 stats0 = await page.receive_stats()
                 await asyncio.sleep(1.5)
                 t_speak = await page.now_ms()
-                duration = await speak(out, SENTENCE)
-                for _ in range(int(duration * 10) + 100):
-                    if finished:
-                        break
-                    await asyncio.sleep(0.1)
+                await speak_until_played(out, SENTENCE, finished)
                 t_done = await page.now_ms()
                 await asyncio.sleep(1.0)
                 rec = await page.collect()

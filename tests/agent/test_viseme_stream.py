@@ -18,7 +18,14 @@ from livekit import api, rtc
 
 from config.fleet import VISEME_TOPIC, room_name
 from scripts.browser import BrowserLearner
-from scripts.room_probe import VOICE, dispatch, reference_lag_ms, speak, token, voice_agent
+from scripts.room_probe import (
+    VOICE,
+    dispatch,
+    reference_lag_ms,
+    speak_until_played,
+    token,
+    voice_agent,
+)
 from scripts.servers import DEV_API_KEY, AvatarWorkerProcess, RouterProcess
 
 pytestmark = [pytest.mark.livekit, pytest.mark.redis]
@@ -51,11 +58,7 @@ async def test_a_page_draws_the_tutor_from_the_viseme_stream_in_step_with_its_vo
                 t_idle = await page.now_ms()
                 await asyncio.sleep(1.5)
                 t_speak = await page.now_ms()
-                duration = await speak(out, SENTENCE)
-                for _ in range(int(duration * 10) + 100):
-                    if finished:
-                        break
-                    await asyncio.sleep(0.1)
+                await speak_until_played(out, SENTENCE, finished)
                 t_done = await page.now_ms()
                 await asyncio.sleep(1.0)
                 rec = await page.collect()
@@ -136,11 +139,7 @@ async def test_a_visemes_only_lesson_publishes_voice_and_visemes_and_no_video(
                 assert [t.type for t in avatar.tracks] == [api.TrackType.AUDIO], avatar.tracks
                 await asyncio.sleep(1.0)
                 t_speak = await page.now_ms()
-                duration = await speak(out, SENTENCE)
-                for _ in range(int(duration * 10) + 100):
-                    if finished:
-                        break
-                    await asyncio.sleep(0.1)
+                await speak_until_played(out, SENTENCE, finished)
                 t_done = await page.now_ms()
                 rec = await page.collect()
             finally:
