@@ -303,9 +303,11 @@ class VoiceAgentReceiver(AudioReceiver):
                 nxt = asyncio.ensure_future(anext(chunks))
                 done, _ = await asyncio.wait({nxt, cut}, timeout=self._stall_s,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
+                if self._cut.is_set() or nxt not in done:
+                    # a cut wins over a chunk that arrived with it: nothing read after a clear
+                    # may reach the runner, whose queue the clear has just emptied
                     nxt.cancel()
-                    result = self._cut_reason if cut in done else "stalled"
+                    result = self._cut_reason if self._cut.is_set() else "stalled"
                     break
                 try:
                     chunk = nxt.result()

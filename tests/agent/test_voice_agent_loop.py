@@ -120,10 +120,14 @@ async def test_a_voice_agent_hears_the_learner_and_barge_in_clears_the_avatar(
                   f"{ev.playback_position:.2f} s into the story")
             assert stopped_after < 0.4, f"the story went on {stopped_after:.2f} s after the cut"
 
-            # the reply to what the learner said plays normally
-            assert await _heard(learner, time.monotonic(), 20), "the tutor answers the question"
+            # the reply to what the learner said plays normally (judged once the session made
+            # it: a loaded test process may take in the story's last frames late)
+            deadline = time.monotonic() + 20
+            while created[-1] is story:
+                assert time.monotonic() < deadline, "the session answers the question"
+                await asyncio.sleep(0.05)
             reply = created[-1]
-            assert reply is not story
+            assert await _heard(learner, time.monotonic(), 20), "the tutor answers the question"
             await asyncio.wait_for(reply.wait_for_playout(), 20)
             assert not reply.interrupted
             assert not finished[-1].interrupted
