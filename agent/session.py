@@ -88,7 +88,9 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     await ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
     engine = server.engine
     visemes_only = meta.output == "visemes"
-    es = engine.open_session(lambda _f: None, session_id=ctx.job.id, render=not visemes_only)
+    avatar = None if visemes_only else await server.avatars.for_lesson(meta.avatar, **ids)
+    es = engine.open_session(lambda _f: None, session_id=ctx.job.id, render=not visemes_only,
+                             avatar_id=avatar)
     gen = EngineVideoGenerator(es, asyncio.get_running_loop())
     gen.started_at = t_start
     receiver = VoiceAgentReceiver(
@@ -130,7 +132,8 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     ctx.add_shutdown_callback(_on_shutdown)
     await runner.start()
     log.info("session.started", identity=ctx.room.local_participant.identity,
-             voice_agent=meta.voice_agent_identity, output=meta.output)
+             voice_agent=meta.voice_agent_identity, output=meta.output,
+             avatar=avatar or "default")
 
     @ctx.room.on("disconnected")
     def _gone(reason=None) -> None:

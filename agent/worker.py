@@ -21,6 +21,7 @@ from collections.abc import Callable
 from livekit.agents import AgentServer, JobExecutorType, JobRequest
 from pydantic import ValidationError
 
+from agent.avatars import LessonAvatars
 from agent.pod import PodDeletionCost
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
 from avatar_pipeline.tts.voices import engine_for
@@ -93,6 +94,7 @@ class AvatarServer(AgentServer):
         self._sessions: dict[str, tuple[int, Callable[[str], None]]] = {}
         self._voices: dict[str, str] = {}  # lesson id -> its voice agent's identity
         self._engine: AvatarEngine | None = None
+        self.avatars: LessonAvatars | None = None  # with the engine
         self._serving = False  # set once the engine is up and the worker is in its pool
         # on Kubernetes, the pod's deletion cost follows its sessions (agent/pod.py)
         self._pod = PodDeletionCost.in_cluster() if settings.worker.pod_deletion_cost else None
@@ -128,6 +130,7 @@ class AvatarServer(AgentServer):
             start_metrics_server(self.settings.metrics_port)
             self.log.info("metrics.serving", port=self.settings.metrics_port)
         self._engine = await asyncio.to_thread(make_engine, self.settings)
+        self.avatars = LessonAvatars(self._engine, self.settings.worker)
         if self.settings.worker.captions:
             from agent.captions import whisper_model
 

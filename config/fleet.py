@@ -61,6 +61,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from config.avatars import AVATAR_ID_PATTERN
 from config.voices import ESPEAK_VARIANTS, SAY_LANGUAGES, VOICES, check_voice
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -159,6 +160,8 @@ class DispatchMetadata(BaseModel):
     region: str | None = None
     voice_agent_identity: str | None = None
     output: Literal["video", "visemes"] = "video"  # visemes: audio + viseme stream, no video
+    # the avatar's asset id (config.avatars), fetched from the router; none: the default tutor
+    avatar: str | None = Field(None, pattern=AVATAR_ID_PATTERN)
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=True, exclude_defaults=True)

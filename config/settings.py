@@ -72,6 +72,19 @@ class WorkerSettings(BaseModel):
     # On Kubernetes: keep controller.kubernetes.io/pod-deletion-cost = sessions on this pod, so
     # a scale-down removes idle workers first (agent/pod.py; needs POD_NAME and POD_NAMESPACE).
     pod_deletion_cost: bool = False
+    # Per-lesson avatars (config/avatars.py): where the worker fetches them and with which
+    # key (one of the router's worker_key_sha256); unset: every lesson gets the default tutor.
+    router_url: str | None = None
+    router_key: SecretStr | None = None
+    # fetched avatars kept on disk (least recently used ones go first)
+    avatar_cache_mb: int = Field(512, ge=16, le=65536)
+
+    @field_validator("router_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/") if v else v
 
     def resolved_id(self) -> str:
         """The configured id, or one made from the host name and pid (stable for the process)."""
@@ -121,8 +134,20 @@ class RouterSettings(BaseModel):
     redis_timeout_s: float = Field(0.5, gt=0, le=30)
     retry_after_s: int = Field(2, ge=1, le=300)
     canary_cache_s: float = Field(1.0, ge=0, le=60)
+    # the workers' key (fetching avatar assets), as sha256 hex digests like the others
+    worker_key_sha256: list[str] = []
+    # avatar storage: a directory (on Kubernetes a volume every replica shares); registration
+    # jobs (a subprocess each, off the event loop) run at most this many at once
+    avatar_dir: Path = Field(default_factory=lambda: Path(
+        os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+        / "avatar-fleet" / "router-avatars")
+    avatar_jobs: int = Field(2, ge=1, le=64)
+    avatar_job_timeout_s: float = Field(120.0, ge=5, le=3600)
+    # origins whose pages may call the API from a browser (web/avatars.html), e.g.
+    # ["https://admin.example.com"]; none by default
+    cors_origins: list[str] = []
 
-    @field_validator("api_key_sha256", "ops_key_sha256")
+    @field_validator("api_key_sha256", "ops_key_sha256", "worker_key_sha256")
     @classmethod
     def _hex(cls, v: list[str]) -> list[str]:
         for h in v:

@@ -14,6 +14,7 @@ import contextlib
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -23,9 +24,11 @@ from config.logs import get_logger
 from config.redis_client import connect as connect_redis
 from config.regions import RegionsConfig
 from config.settings import Settings, load_settings
+from router.avatar_jobs import AvatarJobs
+from router.avatar_storage import DirectoryStorage
 from router.deps import REDIS_UNAVAILABLE, ApiError
 from router.metrics import RouterMetrics
-from router.routes import health, lessons, ops, voices
+from router.routes import avatars, health, lessons, ops, voices
 from router.service import Router
 
 log = get_logger("router.api")
@@ -46,6 +49,10 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
                               retry=Retry(NoBackoff(), 1), max_connections=256)
         router = Router(settings, redis, metrics, regions)
         app.state.router = router
+        app.state.avatar_storage = DirectoryStorage(rs.avatar_dir)
+        app.state.avatar_jobs = jobs = AvatarJobs(
+            app.state.avatar_storage, metrics, jobs=rs.avatar_jobs,
+            timeout_s=rs.avatar_job_timeout_s)
         try:
             await router.store.scripts.load()
         except REDIS_UNAVAILABLE as exc:
@@ -59,6 +66,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
             stop.set()
             if task:
                 await task
+            await jobs.aclose()
             await router.lk.aclose()
             await redis.aclose()
 
@@ -66,6 +74,10 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
                   description="Assigns lessons to avatar workers, dispatches them into LiveKit "
                               "rooms, and mints learner tokens.")
     app.state.settings = settings
+    if rs.cors_origins:  # the avatar registration page, served from another origin
+        app.add_middleware(CORSMiddleware, allow_origins=rs.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization"], max_age=600)
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError):
@@ -97,6 +109,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
         log.exception("internal_error", error=repr(exc))
         return JSONResponse({"error": "internal", "detail": None}, 500)
 
-    for resource in (lessons, voices, ops, health):
+    for resource in (lessons, avatars, voices, ops, health):
         app.include_router(resource.routes)
+    app.include_router(avatars.assets)
     return app

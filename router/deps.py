@@ -3,6 +3,7 @@ from the app's state, and the path parameter types."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -17,7 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.fleet import ID_PATTERN
-from router.auth import key_matches
+from router.auth import hash_key, key_matches
+from router.avatar_storage import AvatarStorage
 from router.schemas import ErrorBody
 from router.service import Router
 
@@ -65,11 +67,11 @@ def _need(role: str):
         if not presented:
             raise ApiError(401, "missing_key", "send X-API-Key or Authorization: Bearer",
                            {"WWW-Authenticate": "Bearer"})
-        own = rs.api_key_sha256 if role == "api" else rs.ops_key_sha256
-        if key_matches(presented, own):
+        keys = {"api": rs.api_key_sha256, "ops": rs.ops_key_sha256,
+                "worker": rs.worker_key_sha256}
+        if key_matches(presented, keys.pop(role)):
             return
-        other = rs.ops_key_sha256 if role == "api" else rs.api_key_sha256
-        if key_matches(presented, other):
+        if any(key_matches(presented, other) for other in keys.values()):
             raise ApiError(403, "forbidden", f"this key may not call {role} endpoints")
         raise ApiError(401, "invalid_key", None, {"WWW-Authenticate": "Bearer"})
     return Depends(check)
@@ -77,7 +79,39 @@ def _need(role: str):
 
 backend = _need("api")  # the lesson backend's key
 ops = _need("ops")  # the operators' key
+worker = _need("worker")  # the avatar workers' key (fetching avatar assets)
+
+
+def backend_owner(request: Request,
+                  key: Annotated[str | None, Depends(api_key_header)]) -> str:
+    """Who owns what a backend registers: derived from its key (after ``backend`` accepted it),
+    so each backend key sees only its own avatars."""
+    return hash_key(_presented(request, key) or "")[:32]
+
+
+Owner = Annotated[str, Depends(backend_owner)]
 
 
 def retry_after(request: Request) -> dict[str, str]:
     return {"Retry-After": str(request.app.state.settings.router.retry_after_s)}
+
+
+def get_storage(request: Request) -> AvatarStorage:
+    return request.app.state.avatar_storage
+
+
+StorageDep = Annotated[AvatarStorage, Depends(get_storage)]
+
+
+async def asset_for_join(storage: AvatarStorage, owner: str, avatar_id: str) -> str:
+    """The asset a join's ``avatar_id`` names, or the 4xx that says why it cannot be used."""
+    record = await asyncio.to_thread(storage.get_record, owner, avatar_id)
+    if record is None:
+        raise ApiError(404, "unknown_avatar", "no such avatar for this key")
+    if record["status"] == "pending":
+        raise ApiError(409, "avatar_not_ready", "the avatar is still being registered; retry",
+                       headers={"Retry-After": "2"})
+    if record["status"] != "ready":
+        raise ApiError(422, "avatar_unusable", {"status": record["status"],
+                                                "reason": record.get("reason")})
+    return record["asset_id"]

@@ -32,3 +32,9 @@ class RouterMetrics:
         self.redis_errors = counter("router_redis_unavailable_total",
                                     "Requests answered 503 because Redis was unreachable",
                                     registry=r)
+        self.avatar_jobs = counter("router_avatar_registrations_total",
+                                   "Photo registrations by outcome: ready, refused, failed",
+                                   ("result",), registry=r)
+        self.avatar_job_seconds = histogram(
+            "router_avatar_registration_seconds", "One photo registration job, start to end",
+            buckets=(0.5, 1, 2, 5, 10, 20, 60, 120), registry=r)

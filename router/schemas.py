@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.avatars import AVATAR_ID_PATTERN
 from config.fleet import SayRequest
 
 USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
@@ -37,6 +38,9 @@ class JoinRequest(BaseModel):
         "what the avatar publishes: its video and voice, or its voice and the viseme stream "
         "only (docs/viseme-stream.md), for clients that draw the tutor themselves; set by the "
         "join that dispatches the avatar"))
+    avatar_id: str | None = Field(None, pattern=AVATAR_ID_PATTERN, description=(
+        "one of this backend's avatars (POST /v1/avatars), ready; none: the default tutor. "
+        "Set by the join that dispatches the avatar"))
 
     @field_validator("user_id")
     @classmethod
@@ -140,3 +144,26 @@ class DrainResponse(BaseModel):
     worker_id: str
     pool: str
     drain: bool
+
+
+class AvatarView(BaseModel):
+    id: str = Field(description="the avatar's id: what a join's avatar_id names")
+    name: str
+    status: Literal["pending", "ready", "refused", "failed"] = Field(description=(
+        "pending: being registered; ready: usable in joins; refused: the photo cannot make an "
+        "avatar (reason says why); failed: registration broke on our side, upload it again"))
+    reason: str | None = None
+    width: int | None = None
+    height: int | None = None
+    preview_url: str | None = Field(None, description="PNG of the 15 mouths, once ready")
+    created_at: str
+    updated_at: str
+
+
+class AvatarsResponse(BaseModel):
+    avatars: list[AvatarView]
+
+
+class AvatarDeleted(BaseModel):
+    id: str
+    deleted: bool

@@ -21,7 +21,7 @@ from config.settings import Settings
 from router.livekit import LiveKitClients
 from router.liveness import ConnectionWatch
 from router.metrics import RouterMetrics
-from router.store import Assignment, FleetStore
+from router.store import NO_OPTIONS, Assignment, FleetStore, LessonOptions
 
 log = get_logger("router")
 
@@ -112,9 +112,9 @@ class Router:
     # --- join -----------------------------------------------------------------------------------
     async def join(self, lesson_id: str, user_id: str, *, hint: str | None = None,
                    lat: float | None = None, lon: float | None = None,
-                   voice: str | None = None, output: str = "video") -> JoinResult:
+                   opts: LessonOptions = NO_OPTIONS) -> JoinResult:
         pools, canary = await self.pools_for(user_id, hint, lat, lon)
-        placement = await self.store.place(lesson_id, pools, voice=voice or "", output=output)
+        placement = await self.store.place(lesson_id, pools, opts=opts)
         a = placement.assignment
         if a is None:
             self.metrics.assignments.labels("full").inc()
@@ -126,16 +126,15 @@ class Router:
         log.info("assignment", lesson_id=lesson_id, worker_id=a.worker_id, fence=a.fence,
                  region=region, pool=a.pool, result=result, dispatch=a.must_dispatch)
         if a.must_dispatch:
-            await self.dispatch(a, lesson_id, voice, output)
+            await self.dispatch(a, lesson_id, opts)
         return JoinResult(a, region, a.pool.endswith("-canary"), result)
 
-    async def dispatch(self, a: Assignment, lesson_id: str, voice: str | None,
-                       output: str | None = None) -> None:
+    async def dispatch(self, a: Assignment, lesson_id: str, opts: LessonOptions) -> None:
         """Dispatch the avatar for an assignment whose dispatch claim this caller holds."""
         region = pool_region(a.pool)
         meta = DispatchMetadata(lesson_id=lesson_id, worker_id=a.worker_id, fence=a.fence,
-                                region=a.pool, voice_agent_identity=voice or None,
-                                output=output or "video")
+                                region=a.pool, voice_agent_identity=opts.voice or None,
+                                output=opts.output or "video", avatar=opts.avatar or None)
         try:
             dispatch_id = await self.lk.dispatch(region, meta)
         except (api.TwirpError, aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -216,9 +215,9 @@ class Router:
                 lesson_id = raw.decode() if isinstance(raw, bytes) else raw
                 a = await self.store.assign(pool, lesson_id, evict=False)
                 if a.status == "ok" and a.must_dispatch:
-                    voice, output = await self._lesson_options(pool, lesson_id)
+                    opts = await self.store.lesson_options(pool, lesson_id)
                     try:
-                        await self.dispatch(a, lesson_id, voice, output)
+                        await self.dispatch(a, lesson_id, opts)
                         counts["redispatched"] += 1
                     except DispatchFailed:
                         pass
@@ -241,23 +240,16 @@ class Router:
         self.store.current_ttl_ms = int((window + 60) * 1000) if left else None
         return left
 
-    async def _lesson_options(self, pool: str, lesson_id: str) -> tuple[str | None, str | None]:
-        """The lesson's voice agent identity and output, as its joins asked."""
-        v, o = await self.redis.hmget(f"{{pool:{pool}}}:lesson:{lesson_id}",
-                                      ["voice_agent_identity", "output"])
-        return tuple(x.decode() if isinstance(x, bytes) else x for x in (v, o))
-
     async def _move(self, pool: str, lesson_id: str, dead: str, counts: dict[str, int],
                     free: dict[str, int], disconnected: bool = False) -> None:
-        voice, output = await self._lesson_options(pool, lesson_id)
+        opts = await self.store.lesson_options(pool, lesson_id)
         # spill only where the last sweep saw room; otherwise the lesson stays on the dead
         # worker (not evicted) and the next pass tries again
         others = [p for p in self.all_pools()
                   if p != pool and not p.endswith("-canary") and free.get(p, 0) > 0]
         # a worker whose connection went away is dead after the grace, not the ttl
         grace = int(self.rs.disconnect_grace_s * 1000)
-        a = await self.store.assign(pool, lesson_id, voice=voice or "", output=output or "",
-                                    expect_worker=dead,
+        a = await self.store.assign(pool, lesson_id, opts=opts, expect_worker=dead,
                                     evict=bool(others),
                                     current_ttl_ms=grace if disconnected and grace else None)
         if a.status == "skip":
@@ -270,8 +262,8 @@ class Router:
                             region=pool_region(pool), pool=pool)
                 return
             # the lesson's home is still this pool: place() moves it by compare-and-set
-            placement = await self.store.place(lesson_id, [pool, *others], voice=voice or "",
-                                               output=output or "", min_fence=a.fence)
+            placement = await self.store.place(lesson_id, [pool, *others], opts=opts,
+                                               min_fence=a.fence)
             if placement.assignment is None:
                 counts["no_capacity"] += 1
                 log.warning("reconcile.no_capacity", lesson_id=lesson_id, worker_id=dead,
@@ -294,7 +286,7 @@ class Router:
                 log.warning("reconcile.remove_old_avatar_failed", lesson_id=lesson_id,
                             worker_id=dead, error=repr(exc))
             try:
-                await self.dispatch(a, lesson_id, voice, output)
+                await self.dispatch(a, lesson_id, opts)
             except DispatchFailed:
                 pass  # the claim is left open; the next pass retries it
 

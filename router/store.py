@@ -50,6 +50,20 @@ class Scripts:
 
 
 @dataclass(frozen=True)
+class LessonOptions:
+    """What the join that dispatches a lesson's avatar asked for, kept on the lesson (its Redis
+    hash) so that a re-dispatch (a dead worker's lesson, a lost dispatch) asks for the same.
+    Empty strings: not set (a later join cannot clear what an earlier one set)."""
+
+    voice: str = ""  # the voice agent's identity
+    output: str = ""  # "video" | "visemes"
+    avatar: str = ""  # the avatar's asset id (config/avatars.py)
+
+
+NO_OPTIONS = LessonOptions()
+
+
+@dataclass(frozen=True)
 class Assignment:
     status: str  # ok | full | skip
     pool: str
@@ -79,18 +93,18 @@ class FleetStore:
         self.current_ttl_ms: int | None = None
 
     # --- one pool -----------------------------------------------------------------------------
-    async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0, voice: str = "",
-                     output: str = "", expect_worker: str = "", evict: bool = True,
-                     current_ttl_ms: int | None = None) -> Assignment:
+    async def assign(self, pool: str, lesson_id: str, *, min_fence: int = 0,
+                     opts: LessonOptions = NO_OPTIONS, expect_worker: str = "",
+                     evict: bool = True, current_ttl_ms: int | None = None) -> Assignment:
         """``current_ttl_ms``: how fresh the lesson's current worker's heartbeat must be for it
         to keep the lesson (default :attr:`current_ttl_ms`, else the ttl)."""
         k = PoolKeys(pool)
         r = await self.scripts(
             "assign",
             [k.lesson(lesson_id), k.workers_load, k.workers_seen, k.fence, k.dispatch_pending],
-            [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, voice or "",
+            [lesson_id, self.ttl_ms, pool, min_fence, k.prefix, self.lease_ms, opts.voice,
              expect_worker, "1" if evict else "0",
-             current_ttl_ms or self.current_ttl_ms or self.ttl_ms, output or ""],
+             current_ttl_ms or self.current_ttl_ms or self.ttl_ms, opts.output, opts.avatar],
         )
         return Assignment(_s(r[0]), pool, _s(r[1]) or "", int(r[2]), bool(r[3]), bool(r[4]),
                           len(r) > 5 and bool(r[5]))
@@ -122,6 +136,12 @@ class FleetStore:
     async def home(self, lesson_id: str) -> str | None:
         return _s(await self.redis.get(lesson_home_key(lesson_id)))
 
+    async def lesson_options(self, pool: str, lesson_id: str) -> LessonOptions:
+        """The options the lesson's joins asked for (:class:`LessonOptions`)."""
+        v, o, a = await self.redis.hmget(PoolKeys(pool).lesson(lesson_id),
+                                         ["voice_agent_identity", "output", "avatar"])
+        return LessonOptions(_s(v) or "", _s(o) or "", _s(a) or "")
+
     async def lesson(self, lesson_id: str) -> tuple[str, dict[str, str]] | None:
         """(pool, lesson hash) of a lesson that is assigned, else None."""
         pool = await self.home(lesson_id)
@@ -132,8 +152,8 @@ class FleetStore:
             return None
         return pool, {_s(a): _s(b) for a, b in h.items()}
 
-    async def place(self, lesson_id: str, pools: list[str], *, voice: str = "",
-                    output: str = "", min_fence: int = 0) -> Placement:
+    async def place(self, lesson_id: str, pools: list[str], *,
+                    opts: LessonOptions = NO_OPTIONS, min_fence: int = 0) -> Placement:
         """Assign a lesson in its home pool, else the first of ``pools`` (claimed atomically);
         when a pool is full, move the home to the next pool (compare-and-set) and try there."""
         home_key = lesson_home_key(lesson_id)
@@ -144,8 +164,7 @@ class FleetStore:
         while order:
             pool = order.pop(0)
             tried.append(pool)
-            a = await self.assign(pool, lesson_id, min_fence=min_fence, voice=voice,
-                                  output=output)
+            a = await self.assign(pool, lesson_id, min_fence=min_fence, opts=opts)
             if a.status == "ok":
                 return Placement(a, tuple(tried))
             min_fence = max(min_fence, a.fence)

@@ -21,10 +21,11 @@ from scripts.servers import DEV_API_KEY, AvatarWorkerProcess, RouterProcess
 TTL_ENV = {"AVATAR_WORKER__HEARTBEAT_TTL_S": "3"}
 
 
-def join(router: RouterProcess, lesson: str) -> dict:
+def join(router: RouterProcess, lesson: str, **extra) -> dict:
+    """The backend's join (``extra``: more of the body, e.g. ``avatar_id``)."""
     req = urllib.request.Request(
         f"http://{router.address}/v1/lessons/{lesson}/join", method="POST",
-        data=json.dumps({"user_id": f"u-{lesson}", "display_name": "Ada"}).encode(),
+        data=json.dumps({"user_id": f"u-{lesson}", "display_name": "Ada", **extra}).encode(),
         headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())

@@ -107,11 +107,20 @@ def main(argv: list[str] | None = None) -> int:
         redis = stack.enter_context(RedisServer(port=_port(6379)))
         livekit = stack.enter_context(LiveKitServer(
             port=_port(7880), rtc_udp_port=_port(7882)))
+        web = serve_web(_port(8000) or free_port())
+        stack.callback(web.shutdown)
+        web_url = f"http://127.0.0.1:{web.server_address[1]}"
+        # both routers share one avatar store (on Kubernetes, a volume); the registration page
+        # (web/avatars.html) calls them from the web server's origin
+        router_env = {"AVATAR_ROUTER__AVATAR_DIR": str(CACHE / "stack-avatars"),
+                      "AVATAR_ROUTER__CORS_ORIGINS": json.dumps([web_url])}
+        routers = [stack.enter_context(RouterProcess(livekit, redis.url, extra_env=router_env))
+                   for _ in range(2)]
         worker_metrics = free_port()
         worker = stack.enter_context(AvatarWorkerProcess(
             livekit, redis.url, "local-1",
-            extra_env={"AVATAR_METRICS_PORT": str(worker_metrics)}))
-        routers = [stack.enter_context(RouterProcess(livekit, redis.url)) for _ in range(2)]
+            extra_env={"AVATAR_METRICS_PORT": str(worker_metrics)},
+            router_url=f"http://{routers[0].address}"))  # lesson avatars, like a pod's Service
         prom = stack.enter_context(PrometheusServer(
             {"avatar-worker": [f"127.0.0.1:{worker_metrics}"],
              "avatar-router": [r.address for r in routers]},
@@ -120,9 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         nginx = stack.enter_context(NginxServer(render_config(
             [r.address for r in routers], port=api_port, worker_processes=1,
             livekit=livekit.url.removeprefix("ws://")), port=api_port))
-        web = serve_web(_port(8000) or free_port())
-        stack.callback(web.shutdown)
-        web_url = f"http://127.0.0.1:{web.server_address[1]}"
         env = connection_env(redis, livekit)
         env["AVATAR_ROUTER_URL"] = nginx.url
         # what a voice agent's FleetAvatar reads (examples/tutor_agent.py)
@@ -153,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Try:  curl -s -X POST {nginx.url}/v1/lessons/demo/join -H 'X-API-Key: {DEV_API_KEY}'"
             f" -H 'content-type: application/json' -d '{{\"user_id\": \"u1\", "
             f"\"display_name\": \"Ada\"}}'\n"
+            f"Register a tutor's photo (then join with its avatar_id):  {web_url}/avatars.html?"
+            f"router={nginx.url}  (backend key {DEV_API_KEY})\n"
             + ("\nOpen the demo lesson in a browser (the tutor is in it"
                + (", with a voice agent: talk to it" if voice else "") + f"):\n  {page}\n"
                f"Make the tutor speak:  curl -s -X POST {nginx.url}/v1/lessons/demo/say"

@@ -612,6 +612,12 @@ def _idle_poses(img: np.ndarray, offsets: np.ndarray, face_c, face_w) -> np.ndar
     return np.ascontiguousarray(np.stack(poses))
 
 
+def source_of(path: str | os.PathLike) -> dict:
+    """What an asset records of the photo it came from: its file name and sha256."""
+    path = Path(path)
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def register_photo(path: str | os.PathLike, registry=None, name: str | None = None) -> str:
     """Register a photo (cached by its content hash: the same photo is analysed once)."""
     from avatar_pipeline.avatar.registry import AvatarRegistry
@@ -625,8 +631,7 @@ def register_photo(path: str | os.PathLike, registry=None, name: str | None = No
     if cached:
         log.info("photo.cached", avatar_id=cached, photo=path.name)
         return cached
-    asset = build_photo_avatar(rgb, name=name or path.stem,
-                               source={"file": path.name, "sha256": digest})
+    asset = build_photo_avatar(rgb, name=name or path.stem, source=source_of(path))
     avatar_id = registry.add(asset, ref=ref)
     log.info("photo.registered", avatar_id=avatar_id, photo=path.name)
     return avatar_id

@@ -11,6 +11,7 @@
 --         lesson (default the ttl): shorter for a worker whose Redis connection is gone (the
 --         disconnect grace), longer just after Redis came back (its heartbeats could not land)
 -- ARGV[11] the lesson's output ("video" | "visemes") or "": kept on the lesson like the voice
+-- ARGV[12] the lesson's avatar (asset id) or "": kept on the lesson like the voice
 -- Returns {status, worker, fence, must_dispatch, changed, live}; status: ok | full | skip.
 -- must_dispatch = 1 for exactly one caller per fence (it holds the dispatch claim), until the
 -- worker reports the avatar live, or while the claim (dispatching, or dispatched and not yet
@@ -25,6 +26,7 @@ local lesson_id, ttl, pool, min_fence, prefix, lease, voice, expect =
 local evict = ARGV[9] ~= '0'
 local current_ttl = tonumber(ARGV[10] or '') or ttl
 local output = ARGV[11] or ''
+local avatar = ARGV[12] or ''
 
 local function fresh(w, within)
   local seen = redis.call('ZSCORE', seen_key, w)
@@ -74,6 +76,7 @@ if expect ~= '' then
 elseif old_worker and alive(old_worker, old_epoch, current_ttl) then
   if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
   if output ~= '' then redis.call('HSET', lesson_key, 'output', output) end
+  if avatar ~= '' then redis.call('HSET', lesson_key, 'avatar', avatar) end
   local must = claim(old_fence)
   local live = redis.call('HGET', lesson_key, 'dispatch_state') == 'live' and 1 or 0
   return {'ok', old_worker, old_fence, must, 0, live}
@@ -126,6 +129,7 @@ redis.call('HSET', lesson_key, 'worker', chosen, 'fence', string.format('%.0f', 
            'epoch', redis.call('HGET', prefix .. 'worker:' .. chosen, 'epoch') or '0')
 if voice ~= '' then redis.call('HSET', lesson_key, 'voice_agent_identity', voice) end
 if output ~= '' then redis.call('HSET', lesson_key, 'output', output) end
+if avatar ~= '' then redis.call('HSET', lesson_key, 'avatar', avatar) end
 redis.call('SADD', prefix .. 'worker:' .. chosen .. ':lessons', lesson_id)
 resync(chosen)
 return {'ok', chosen, fence, claim(fence), 1, 0}

@@ -11,7 +11,17 @@ from livekit import api as lkapi
 
 from config.fleet import SayRequest, avatar_identity, pool_region, room_name
 from config.logs import get_logger
-from router.deps import ERRORS, ApiError, LessonId, RouterDep, backend, retry_after
+from router.deps import (
+    ERRORS,
+    ApiError,
+    LessonId,
+    Owner,
+    RouterDep,
+    StorageDep,
+    asset_for_join,
+    backend,
+    retry_after,
+)
 from router.schemas import (
     ErrorBody,
     JoinRequest,
@@ -21,24 +31,29 @@ from router.schemas import (
     SayResponse,
 )
 from router.service import DispatchFailed, NoCapacity, UnknownRegion
+from router.store import LessonOptions
 
 log = get_logger("router.api")
 routes = APIRouter(prefix="/v1/lessons", tags=["lessons"], dependencies=[backend])
 
 
 @routes.post("/{lesson_id}/join", response_model=JoinResponse,
-             responses={**ERRORS, 502: {"model": ErrorBody}})
+             responses={**ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
+                        502: {"model": ErrorBody}})
 async def join(lesson_id: LessonId, body: JoinRequest, router: RouterDep,
-               request: Request) -> JoinResponse:
+               request: Request, storage: StorageDep, owner: Owner) -> JoinResponse:
     """Assign a worker (or keep the lesson's), dispatch its avatar into the room, and mint
     the learner's token. Idempotent per lesson: retries get the same worker and dispatch
-    nothing twice."""
+    nothing twice. ``avatar_id`` must name one of this backend's ready avatars (404
+    ``unknown_avatar``, 409 ``avatar_not_ready``, 422 ``avatar_unusable``)."""
     t0 = time.perf_counter()
     rs = router.rs
+    asset = await asset_for_join(storage, owner, body.avatar_id) if body.avatar_id else ""
+    opts = LessonOptions(voice=body.voice_agent_identity or "", output=body.output,
+                         avatar=asset)
     try:
         jr = await router.join(lesson_id, body.user_id, hint=body.region, lat=body.lat,
-                               lon=body.lon, voice=body.voice_agent_identity,
-                               output=body.output)
+                               lon=body.lon, opts=opts)
     except UnknownRegion as exc:
         raise ApiError(422, "unknown_region", f"no region {exc.args[0]!r}") from None
     except NoCapacity as exc:

@@ -27,6 +27,7 @@ from scripts.servers._base import (
 from scripts.servers.fleet import (
     DEV_API_KEY,
     DEV_OPS_KEY,
+    DEV_WORKER_KEY,
     AvatarWorkerProcess,
     RouterProcess,
     VoiceAgentProcess,
@@ -45,7 +46,7 @@ from scripts.servers.redis_server import RedisClusterServer, RedisServer
 from scripts.servers.web import WEB, serve_web
 
 __all__ = [
-    "CACHE", "DEV_API_KEY", "DEV_KEY", "DEV_OPS_KEY", "DEV_SECRET", "LIVEKIT_VERSION", "REPO",
+    "CACHE", "DEV_API_KEY", "DEV_KEY", "DEV_OPS_KEY", "DEV_SECRET", "DEV_WORKER_KEY", "LIVEKIT_VERSION", "REPO",
     "WEB", "AvatarWorkerProcess", "LiveKitServer", "NginxServer", "RedisClusterServer",
     "PrometheusServer", "RedisServer", "RouterProcess", "ServerError", "VoiceAgentProcess", "find_program", "free_port",
     "free_tcp_udp_port", "livekit_binary", "port_is_free", "serve_web", "write_regions_file",

@@ -27,7 +27,9 @@ class AvatarWorkerProcess(_Process):
     name = "worker"
 
     def __init__(self, livekit: LiveKitServer, redis_url: str, worker_id: str,
-                 region: str = "local", capacity: int = 4, extra_env: dict | None = None) -> None:
+                 region: str = "local", capacity: int = 4, extra_env: dict | None = None,
+                 router_url: str | None = None) -> None:
+        """``router_url``: where lesson avatars come from (with the dev worker key)."""
         super().__init__()
         self.worker_id, self.region, self.redis_url = worker_id, region, redis_url
         self.env = {
@@ -35,7 +37,10 @@ class AvatarWorkerProcess(_Process):
             "AVATAR_LIVEKIT__API_SECRET": livekit.api_secret, "AVATAR_REDIS_URL": redis_url,
             "AVATAR_REGION": region, "AVATAR_WORKER__ID": worker_id,
             "AVATAR_WORKER__CAPACITY": str(capacity), "AVATAR_LOG_FORMAT": "json",
-            "PYTHONPATH": str(REPO), **(extra_env or {}),
+            "PYTHONPATH": str(REPO),
+            **({"AVATAR_WORKER__ROUTER_URL": router_url,
+                "AVATAR_WORKER__ROUTER_KEY": DEV_WORKER_KEY} if router_url else {}),
+            **(extra_env or {}),
         }
 
     def command(self) -> list[str]:
@@ -72,7 +77,7 @@ class AvatarWorkerProcess(_Process):
         return out
 
 
-DEV_API_KEY, DEV_OPS_KEY = "dev-backend-key", "dev-ops-key"
+DEV_API_KEY, DEV_OPS_KEY, DEV_WORKER_KEY = "dev-backend-key", "dev-ops-key", "dev-worker-key"
 """The router's development keys (never for production): the stack and tests use them."""
 
 
@@ -104,6 +109,8 @@ class RouterProcess(_Process):
             "AVATAR_LIVEKIT__API_SECRET": livekit.api_secret, "AVATAR_LOG_FORMAT": "json",
             "AVATAR_ROUTER__API_KEY_SHA256": f'["{sha(DEV_API_KEY)}"]',
             "AVATAR_ROUTER__OPS_KEY_SHA256": f'["{sha(DEV_OPS_KEY)}"]',
+            "AVATAR_ROUTER__WORKER_KEY_SHA256": f'["{sha(DEV_WORKER_KEY)}"]',
+            "AVATAR_ROUTER__AVATAR_DIR": str(self.workdir / "avatars"),
             "PYTHONPATH": str(REPO), **(extra_env or {}),
         }
 

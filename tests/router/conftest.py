@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def make_settings(redis_url: str, regions_file: Path, **router) -> Settings:
           # simulated workers share one unnamed Redis client: they never show a connection of
           # their own, so only the heartbeat ttl tells their death (see test_reconciler)
           "disconnect_grace_s": 0.0, **router}
+    rs.setdefault("avatar_dir", Path(tempfile.mkdtemp(prefix="router-avatars-")))
     ttl = rs.pop("heartbeat_ttl_s", TTL_S)
     return Settings(redis_url=redis_url, regions_file=regions_file,
                     router=RouterSettings(**rs), worker=WorkerSettings(heartbeat_ttl_s=ttl))
@@ -199,7 +201,8 @@ class RouterProcess:
 def router_env(redis_url: str, regions_file: Path, **extra: str) -> dict[str, str]:
     return {**dev_env(), "AVATAR_REDIS_URL": redis_url, "AVATAR_REGIONS_FILE": str(regions_file),
             "AVATAR_WORKER__HEARTBEAT_TTL_S": str(TTL_S), "AVATAR_LOG_LEVEL": "warning",
-            "AVATAR_ROUTER__RECONCILE_INTERVAL_S": "0.5", **extra}
+            "AVATAR_ROUTER__RECONCILE_INTERVAL_S": "0.5",
+            "AVATAR_ROUTER__AVATAR_DIR": tempfile.mkdtemp(prefix="router-avatars-"), **extra}
 
 
 @pytest.fixture

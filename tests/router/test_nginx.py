@@ -186,3 +186,36 @@ async def test_the_edge_always_answers_json(two_routers, nginx_factory):
         assert err["error"] and "detail" in err, (what, err)
     # the router itself still serves its schema to whoever reaches it directly
     assert (await httpx.AsyncClient().get(a.url + "/openapi.json")).status_code == 200
+
+
+async def test_photos_pass_through_nginx_and_assets_do_not(redis_url, regions_file, router_procs,
+                                                           nginx_factory):
+    """An avatar photo of several MB reaches the routers (the API's bodies are 64 kB at most
+    elsewhere); a browser's CORS preflight is answered by them; the workers' asset path is not
+    published."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    (r,) = router_procs(router_env(redis_url, regions_file,
+                                   AVATAR_ROUTER__CORS_ORIGINS='["http://admin.test"]'), 1)
+    ngx = nginx_factory(render_config([f"127.0.0.1:{r.port}"], port=(port := free_port())),
+                        port=port)
+    buf = io.BytesIO()  # a 6 MB PNG of noise: big, and no face in it
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (1500, 1400, 3), np.uint8)).save(
+        buf, format="PNG", compress_level=0)
+    assert buf.tell() > 5_000_000
+    async with httpx.AsyncClient(base_url=ngx.url, timeout=30) as c:
+        up = await c.post("/v1/avatars", headers=API,
+                          files={"file": ("noise.png", buf.getvalue(), "image/png")})
+        assert up.status_code == 202, up.text
+        assert (await c.post("/v1/lessons/x/join", headers=API,
+                             content=b"x" * 100_000)).status_code == 413
+        pre = await c.options("/v1/avatars", headers={
+            "Origin": "http://admin.test", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key"})
+        assert pre.status_code == 200
+        assert pre.headers["access-control-allow-origin"] == "http://admin.test"
+        assert (await c.get(f"/v1/assets/{'0' * 24}/avatar.json",
+                            headers=API)).status_code == 404

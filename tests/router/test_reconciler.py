@@ -13,6 +13,7 @@ from livekit import api
 from config.fleet import DispatchMetadata, PoolKeys, agent_name, worker_client_name
 from router.metrics import RouterMetrics
 from router.service import Router
+from router.store import LessonOptions
 from tests.router.conftest import (
     API,
     BODY_TEMPLATE,
@@ -209,7 +210,7 @@ async def test_claimed_but_never_dispatched_is_dispatched_by_the_reconciler(
     client = aioredis.Redis.from_url(redis_url)
     crashed = Router(settings, client, RouterMetrics())
     try:
-        p = await crashed.store.place("orphan", ["local"], voice="tutor-agent")
+        p = await crashed.store.place("orphan", ["local"], opts=LessonOptions(voice="tutor-agent"))
         assert p.assignment.must_dispatch  # claimed ... and the router "dies" here
         async with running_app(settings):
             deadline = time.monotonic() + settings.router.dispatch_lease_s + 5

@@ -84,3 +84,8 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* the Secret holding the workers' router key (key: worker-key) */}}
+{{- define "avatar.workerKeySecret" -}}
+{{- default (printf "%s-worker-key" (include "avatar.fullname" .)) .Values.avatars.existingSecret -}}
+{{- end -}}
