@@ -8,8 +8,9 @@ fetched from the router, verified, cached on disk and loaded into the engine onc
   substituted byte is refused.
 * **cached** under ``$FLEET_AVATAR_CACHE/lessons`` (an :class:`AvatarRegistry`-style directory
   per asset id), least recently used first out past ``worker.avatar_cache_mb``.
+* **fitted** to the worker's output size (``avatar_pipeline.avatar.fit``), like the default.
 * **never fatal**: an avatar that cannot be had (no router configured, unknown, unreachable,
-  corrupt, a frame size the engine does not make) gives the lesson the default tutor, with a log
+  corrupt, one that does not fit the output size) gives the lesson the default tutor, with a log
   line and ``avatar_lesson_avatars_total{result}``; corrupt or unreachable is an ERROR (someone
   must look at the router or its storage), the others a warning.
 
@@ -31,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from avatar_pipeline.avatar import AvatarAsset, AvatarError, default_cache_dir, load_asset
+from avatar_pipeline.avatar.fit import fit_asset
 from avatar_pipeline.engine import AvatarEngine
 from config.avatars import ASSET_FILE_PATH, ASSET_META_FILE
 from config.logs import get_logger
@@ -59,7 +61,7 @@ class LessonAvatars:
         self.cache_dir = cache_dir or default_cache_dir() / "lessons"
         self.max_bytes = settings.avatar_cache_mb * 1024 * 1024
         self.timeout_s = timeout_s
-        self._loaded: set[str] = set()
+        self._loaded: dict[str, str] = {}  # asset id -> the engine's avatar id
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -69,7 +71,7 @@ class LessonAvatars:
         if not asset_id:
             return None
         try:
-            result = await asyncio.to_thread(self._get, asset_id)
+            result, engine_id = await asyncio.to_thread(self._get, asset_id)
         except AvatarUnavailable as exc:
             RESULTS.labels(exc.reason).inc()
             (log.error if exc.error else log.warning)(
@@ -78,25 +80,24 @@ class LessonAvatars:
             return None
         RESULTS.labels(result).inc()
         log.info("avatar.for_lesson", asset_id=asset_id, result=result, **ids)
-        return asset_id
+        return engine_id
 
     # --- worker threads ----------------------------------------------------------------------
-    def _get(self, asset_id: str) -> str:
+    def _get(self, asset_id: str) -> tuple[str, str]:
         with self._guard:
             lock = self._locks.setdefault(asset_id, threading.Lock())
         with lock:
             if asset_id in self._loaded:
-                return "loaded"
+                return "loaded", self._loaded[asset_id]
             asset, result = self._from_disk(asset_id), "cached"
             if asset is None:
                 asset, result = self._fetch(asset_id), "fetched"
-            if (asset.width, asset.height) != (self.engine.width, self.engine.height):
-                raise AvatarUnavailable(
-                    "size", f"the avatar is {asset.width}x{asset.height}; this worker makes "
-                            f"{self.engine.width}x{self.engine.height} frames")
-            self.engine.add_avatar(asset)
-            self._loaded.add(asset_id)
-            return result
+            try:
+                asset = fit_asset(asset, self.engine.width, self.engine.height)
+            except AvatarError as exc:
+                raise AvatarUnavailable("size", str(exc)) from None
+            self._loaded[asset_id] = self.engine.add_avatar(asset)
+            return result, self._loaded[asset_id]
 
     def _from_disk(self, asset_id: str) -> AvatarAsset | None:
         path = self.cache_dir / asset_id

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 
 from agent.avatars import LessonAvatars
 from agent.pod import PodDeletionCost
+from avatar_pipeline.avatar import AvatarRegistry
+from avatar_pipeline.avatar.fit import fit_asset
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
 from avatar_pipeline.tts.voices import engine_for
 from config.fleet import (
@@ -328,8 +330,8 @@ class AvatarServer(AgentServer):
 
 
 def make_engine(settings: Settings) -> AvatarEngine:
-    """The worker's engine: the shipped avatar, torch composition on a GPU, numpy otherwise."""
-    from avatar_pipeline.avatar import AvatarRegistry
+    """The worker's engine: the shipped avatar at the configured output size (``video.width``
+    x ``video.height``), torch composition on a GPU, numpy otherwise."""
 
     backend = "numpy"
     try:
@@ -339,10 +341,8 @@ def make_engine(settings: Settings) -> AvatarEngine:
             backend = "torch"
     except ImportError:
         pass
-    asset = AvatarRegistry().default()
-    if (asset.width, asset.height) != (settings.video.width, settings.video.height):
-        log.warning("engine.video_size_ignored", asked=[settings.video.width,
-                    settings.video.height], avatar=[asset.width, asset.height])
+    # every avatar is fitted to the deployment's output size once, when it is loaded
+    asset = fit_asset(AvatarRegistry().default(), settings.video.width, settings.video.height)
     cfg = EngineConfig(fps=settings.video.fps, backend=backend)
     return AvatarEngine(asset, cfg).start()
 
