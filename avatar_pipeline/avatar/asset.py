@@ -6,6 +6,9 @@ An asset is a directory::
     poses/pose_000.png     idle-motion base frames, RGB, width x height (at least one)
     mouths/00_sil.png ...  one RGBA mouth sprite per viseme, in VISEMES order, all one size,
                            pasted at ``mouth.x, mouth.y`` (+ the pose's head offset)
+    mouths/mid_00_01.png ...  optional: the mouth half way between two visemes, for every pair
+                           (:data:`MID_PAIRS`), so a frame between two shapes shows one mouth
+                           drawn in between instead of two mouths cross-faded
     blinks/0.png ...       RGBA eye sprites, from half-closed to closed, pasted at ``eyes.x, eyes.y``
 
 ``avatar.json`` (all keys required unless noted)::
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -47,6 +51,8 @@ FORMAT_VERSION = 1
 META_FILE = "avatar.json"
 MAX_SIDE = 2048
 MAX_POSES = 128
+# the pairs of visemes an asset's in-between mouths are drawn for, in file order
+MID_PAIRS: tuple[tuple[int, int], ...] = tuple(itertools.combinations(range(NUM_VISEMES), 2))
 
 
 class AvatarError(ValueError):
@@ -87,6 +93,7 @@ class AvatarAsset:
     blink_duration_s: float = 0.16
     source: dict = field(default_factory=dict)
     id: str = ""
+    mids: np.ndarray | None = None  # (len(MID_PAIRS), h, w, 4) in-between mouths, or none
 
     @property
     def width(self) -> int:
@@ -113,6 +120,9 @@ class AvatarAsset:
         if m.ndim != 4 or m.shape[0] != NUM_VISEMES or m.shape[3] != 4 or m.dtype != np.uint8:
             raise AvatarError(
                 f"mouths must be ({NUM_VISEMES}, h, w, 4) uint8 RGBA, got {m.shape} {m.dtype}")
+        if self.mids is not None and self.mids.shape != (len(MID_PAIRS), *m.shape[1:]):
+            raise AvatarError(f"in-between mouths must be ({len(MID_PAIRS)}, "
+                              f"{m.shape[1]}, {m.shape[2]}, 4), got {self.mids.shape}")
         b = self.blinks
         if b.ndim != 4 or b.shape[0] < 1 or b.shape[3] != 4 or b.dtype != np.uint8:
             raise AvatarError(f"blinks must be (B>=1, h, w, 4) uint8 RGBA, got {b.shape}")
@@ -184,9 +194,16 @@ def asset_files(asset: AvatarAsset) -> dict[str, bytes]:
         out[f"poses/pose_{i:03d}.png"] = _png_bytes(pose)
     for i, v in enumerate(VISEMES):
         out[f"mouths/{i:02d}_{v}.png"] = _png_bytes(asset.mouths[i])
+    if asset.mids is not None:
+        for k, (i, j) in enumerate(MID_PAIRS):
+            out[_mid_file(i, j)] = _png_bytes(asset.mids[k])
     for i, b in enumerate(asset.blinks):
         out[f"blinks/{i}.png"] = _png_bytes(b)
     return out
+
+
+def _mid_file(i: int, j: int) -> str:
+    return f"mouths/mid_{i:02d}_{j:02d}.png"
 
 
 def asset_id(asset: AvatarAsset) -> str:
@@ -282,6 +299,11 @@ def load_asset(directory: str | os.PathLike) -> AvatarAsset:
     for rel in mouth_files:
         if rel not in files:
             raise AvatarError(f"missing mouth sprite {rel}")
+    mid_files = [_mid_file(i, j) for i, j in MID_PAIRS]
+    present = [rel in files for rel in mid_files]
+    if any(present) and not all(present):
+        raise AvatarError(f"in-between mouths: {sum(present)} of {len(mid_files)} present")
+    mid_files = mid_files if all(present) else []
     if not pose_files:
         raise AvatarError("no pose frames (poses/*.png)")
     if not blink_files:
@@ -307,6 +329,7 @@ def load_asset(directory: str | os.PathLike) -> AvatarAsset:
             poses=poses,
             head_offsets=offsets,
             mouths=stack(mouth_files, "RGBA"),
+            mids=stack(mid_files, "RGBA") if mid_files else None,
             mouth_box=_box(meta, "mouth"),
             blinks=stack(blink_files, "RGBA"),
             eyes_box=_box(meta, "eyes"),

@@ -13,12 +13,13 @@ with the eyes half-closed and closed. Units below are pixels of the 512x512 fram
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from avatar_pipeline.avatar.asset import AvatarAsset, Box
+from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset, Box
 from avatar_pipeline.viseme_set import VISEMES
 
 
@@ -118,6 +119,16 @@ MOUTHS: dict[str, MouthShape] = {
     "ou": MouthShape(a=14, ht=7, hb=9, k=2.0, lu=10, ll=11.5, tongue="none", jaw=5, smile=0),
 }
 assert tuple(MOUTHS) == VISEMES
+
+
+def blend_shapes(a: MouthShape, b: MouthShape, t: float = 0.5) -> MouthShape:
+    """The mouth ``t`` of the way from ``a`` to ``b``: sizes interpolated; the tongue of the more
+    open of the two; lips tucked or pressed only when both are."""
+    mix = {f.name: (1 - t) * getattr(a, f.name) + t * getattr(b, f.name)
+           for f in dataclasses.fields(MouthShape) if f.type in ("float", float)}
+    opener = a if a.ht + a.hb >= b.ht + b.hb else b
+    return MouthShape(**mix, tongue=opener.tongue, tuck=a.tuck and b.tuck,
+                      press=a.press and b.press)
 
 
 def _superellipse(a: float, b: float, k: float, u: np.ndarray) -> np.ndarray:
@@ -387,8 +398,8 @@ def _draw_mouth(p: _Pen, m: MouthShape):
         p.soft_ellipse(CX, float(up_out.min()) - 3, m.a * 0.6, 2.5, SKIN_DEEP, 0.35, 2)
 
 
-def _draw_head_front(p: _Pen, viseme: str, blink: float):
-    m = MOUTHS[viseme]
+def _draw_head_front(p: _Pen, viseme: str | MouthShape, blink: float):
+    m = viseme if isinstance(viseme, MouthShape) else MOUTHS[viseme]
     # ears
     for side in (-1, 1):
         p.ellipse(CX + side * 98, HEAD_CY + 6, 14, 24, fill=SKIN_SHADE)
@@ -434,7 +445,7 @@ def _draw_head_front(p: _Pen, viseme: str, blink: float):
     p.line(_arc(CX + 30, HEAD_CY - 40, 80, 80, 260, 300, 10), HAIR_LIGHT, 2.5)
 
 
-def render(viseme: str = "sil", blink: float = 0.0, head: tuple[float, float] = (0.0, 0.0),
+def render(viseme: str | MouthShape = "sil", blink: float = 0.0, head: tuple[float, float] = (0.0, 0.0),
            breath: float = 0.0) -> np.ndarray:
     """One full 512x512 RGB frame of the tutor."""
     from PIL import Image
@@ -478,7 +489,8 @@ def idle_motion(phase: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_default_avatar(n_poses: int = N_POSES) -> AvatarAsset:
-    """Draw the full asset: idle poses, 15 mouths, 2 blink levels. Takes a few seconds."""
+    """Draw the full asset: idle poses, 15 mouths and one between every two, 2 blink levels.
+    Takes some seconds."""
     offsets, breath = idle_motion(np.arange(n_poses) / n_poses)
     # sub-pixel head offsets are drawn exactly (quantised to the supersampling grid)
     offsets = np.round(offsets * SS) / SS
@@ -486,6 +498,8 @@ def build_default_avatar(n_poses: int = N_POSES) -> AvatarAsset:
                       for o, b in zip(offsets, breath, strict=True)])
     mouth_alpha = _feather(MOUTH_BOX.height, MOUTH_BOX.width, 14)
     mouths = np.stack([_crop(render(v), MOUTH_BOX, mouth_alpha) for v in VISEMES])
+    mids = np.stack([_crop(render(blend_shapes(MOUTHS[VISEMES[i]], MOUTHS[VISEMES[j]])),
+                           MOUTH_BOX, mouth_alpha) for i, j in MID_PAIRS])
     eye_alpha = _feather(EYES_BOX.height, EYES_BOX.width, 10)
     blinks = np.stack([_crop(render("sil", b), EYES_BOX, eye_alpha) for b in (0.55, 1.0)])
     return AvatarAsset(
@@ -493,6 +507,7 @@ def build_default_avatar(n_poses: int = N_POSES) -> AvatarAsset:
         poses=poses,
         head_offsets=offsets.astype(np.float32),
         mouths=mouths,
+        mids=mids,
         mouth_box=MOUTH_BOX,
         blinks=blinks,
         eyes_box=EYES_BOX,

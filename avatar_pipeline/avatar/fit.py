@@ -66,8 +66,9 @@ def fit_asset(asset: AvatarAsset, width: int, height: int) -> AvatarAsset:
         return np.ascontiguousarray(np.stack([_resize(a, sw, sh) for a in arr]))
 
     mouths, blinks = sprites(asset.mouths), sprites(asset.blinks)
+    mids = sprites(asset.mids) if asset.mids is not None else None
     fitted = dataclasses.replace(
-        asset, poses=poses,
+        asset, poses=poses, mids=mids,
         head_offsets=(asset.head_offsets * np.float32(s)).astype(np.float32),
         mouths=mouths, blinks=blinks,
         mouth_box=_scale_box(asset.mouth_box, s, dx, dy, mouths.shape[1:3]),

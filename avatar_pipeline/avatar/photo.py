@@ -26,13 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from avatar_pipeline.avatar.asset import AvatarAsset, AvatarError, Box
+from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset, AvatarError, Box
 from avatar_pipeline.viseme_set import VISEMES
 from config.logs import get_logger
 
 log = get_logger(__name__)
 
-PHOTO_VERSION = 1
+PHOTO_VERSION = 2  # 2: in-between mouths
 OUT_SIZE = 512
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -363,6 +363,15 @@ PHOTO_MOUTHS: dict[str, PhotoMouth] = {
 assert tuple(PHOTO_MOUTHS) == VISEMES
 
 
+def blend_mouths(a: PhotoMouth, b: PhotoMouth, t: float = 0.5) -> PhotoMouth:
+    """The mouth ``t`` of the way from ``a`` to ``b``; the tongue of the more open one."""
+    lerp = lambda x, y: (1 - t) * x + t * y  # noqa: E731
+    return PhotoMouth(open=lerp(a.open, b.open), sx=lerp(a.sx, b.sx), k=lerp(a.k, b.k),
+                      teeth_u=lerp(a.teeth_u, b.teeth_u), teeth_l=lerp(a.teeth_l, b.teeth_l),
+                      tongue=(a if a.open >= b.open else b).tongue,
+                      press=lerp(a.press, b.press))
+
+
 def _smoothstep(e0, e1, x):
     t = np.clip((x - e0) / (e1 - e0), 0, 1)
     return t * t * (3 - 2 * t)
@@ -568,6 +577,12 @@ def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None
         rgbm = synth_mouth(img, geo, PHOTO_MOUTHS[v], mb, tint)
         mouths.append(np.dstack([np.clip(np.rint(rgbm), 0, 255).astype(np.uint8),
                                  np.rint(mfeather * 255).astype(np.uint8)]))
+    mids = []
+    for i, j in MID_PAIRS:  # one mouth between every two (asset.MID_PAIRS)
+        rgbm = synth_mouth(img, geo, blend_mouths(PHOTO_MOUTHS[VISEMES[i]],
+                                                  PHOTO_MOUTHS[VISEMES[j]]), mb, tint)
+        mids.append(np.dstack([np.clip(np.rint(rgbm), 0, 255).astype(np.uint8),
+                               np.rint(mfeather * 255).astype(np.uint8)]))
     efeather = _feather(eb.height, eb.width, max(4, eb.height // 6))
     blinks = [np.dstack([np.clip(np.rint(synth_blink(img, eyes, eb, lv)), 0, 255)
                          .astype(np.uint8), np.rint(efeather * 255).astype(np.uint8)])
@@ -578,6 +593,7 @@ def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None
         poses=poses,
         head_offsets=offsets,
         mouths=np.stack(mouths),
+        mids=np.stack(mids),
         mouth_box=mb,
         blinks=np.stack(blinks),
         eyes_box=eb,

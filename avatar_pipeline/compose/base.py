@@ -22,16 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avatar_pipeline.avatar.asset import AvatarAsset
+from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset
 from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
 
 TOP_K = 3
-"""Visemes blended per frame (the largest weights, renormalised)."""
+"""Visemes considered per frame (the largest weights, renormalised)."""
 
 SHARPEN = 2.0
-"""Weights are raised to this power before the top-k renormalisation: sprite blends of two
-different mouths show both outlines, so the dominant mouth is kept crisp and the runner-up only
-shows through during a transition (0.5/0.5 stays 0.5/0.5)."""
+"""Weights are raised to this power before the top-k renormalisation."""
+
+MID_FROM = 0.25
+"""One mouth is drawn per frame, never two cross-faded (a learner would see two sets of lips):
+the top viseme's, or, once the runner-up has this share of the top two, the asset's mouth drawn
+half way between them (``AvatarAsset.mids``)."""
 
 TOLERANCE = 1
 """numpy and torch frames agree within this many uint8 levels per channel (float32 rounding)."""
@@ -103,6 +106,23 @@ class SessionClock:
         return FrameState(avatar_id, weights, t, self.blinks.amount(t), self.idle_phase)
 
 
+_MID_INDEX = np.full((NUM_VISEMES, NUM_VISEMES), -1, np.int64)
+for _k, (_i, _j) in enumerate(MID_PAIRS):
+    _MID_INDEX[_i, _j] = _MID_INDEX[_j, _i] = NUM_VISEMES + _k
+
+
+def pick_mouth(idx: np.ndarray, w: np.ndarray, has_mids: bool) -> np.ndarray:
+    """(N, k) top visemes and weights -> (N,) the one sprite each frame shows: the top viseme
+    (0..14) or the in-between of the top two (15 + its :data:`MID_PAIRS` index)."""
+    top = idx[:, 0].copy()
+    if not has_mids or idx.shape[1] < 2:
+        return top
+    pair = w[:, 0] + w[:, 1]
+    share = np.where(pair > 0, w[:, 1] / np.maximum(pair, 1e-12), 0)
+    mid = _MID_INDEX[idx[:, 0], idx[:, 1]]
+    return np.where((share >= MID_FROM) & (mid >= 0), mid, top)
+
+
 def top_k(weights: np.ndarray, k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
     """(N, 15) weights -> (N, k) indices and renormalised, sharpened (``SHARPEN``) weights.
     All-zero rows mean silence."""
@@ -154,9 +174,10 @@ class PreparedAvatar:
     """An avatar laid out for composition (numpy arrays; the torch backend moves them).
 
     Sprites are premultiplied float32 (colour 0..255, alpha 0..1) and padded to even-aligned
-    windows: ``mouth[py, px]`` is the stack for a window whose origin is (px, py) pixels left/up
+    windows: ``blink[py, px]`` is the stack for a window whose origin is (px, py) pixels left/up
     of the sprite's top-left corner. Windows are even in size and origin, so an I420 frame can be
-    updated in place, plane by plane.
+    updated in place, plane by plane. Mouths (15, plus the in-betweens when the asset has them)
+    are kept once, with a pixel of padding, and cut into windows by :meth:`mouth_window`.
     """
 
     asset_id: str
@@ -166,11 +187,24 @@ class PreparedAvatar:
     poses_rgba: np.ndarray  # (P, H, W, 4) uint8
     poses_i420: np.ndarray  # (P, H*W*3/2) uint8
     offsets: np.ndarray  # (P, 2) int64 rounded head offsets
-    mouth: np.ndarray  # (2, 2, 15, wh, ww, 4) float32
+    mouth: np.ndarray  # (15 [+ len(MID_PAIRS)], wh + 1, ww + 1, 4) float32, sprite at (1, 1)
     mouth_xy: tuple[int, int]
     blink: np.ndarray  # (2, 2, B, eh, ew, 4) float32
     eyes_xy: tuple[int, int]
     period_s: float
+
+    @property
+    def has_mids(self) -> bool:
+        return self.mouth.shape[0] > NUM_VISEMES
+
+    @property
+    def mouth_window_size(self) -> tuple[int, int]:
+        return self.mouth.shape[1] - 1, self.mouth.shape[2] - 1
+
+    def mouth_window(self, sprite: int, py: int, px: int) -> np.ndarray:
+        """Mouth ``sprite``'s window whose origin is (px, py) left/up of it (a view)."""
+        hh, ww = self.mouth_window_size
+        return self.mouth[sprite, 1 - py:1 - py + hh, 1 - px:1 - px + ww]
 
     @property
     def n_poses(self) -> int:
@@ -203,6 +237,18 @@ def _premul_windows(sprites: np.ndarray) -> np.ndarray:
     return out
 
 
+def _premul_padded(sprites: np.ndarray) -> np.ndarray:
+    """(S, h, w, 4) uint8 RGBA -> (S, hh + 1, ww + 1, 4) premultiplied float32 with the sprite at
+    (1, 1), where (hh, ww) is the even window size of :func:`_premul_windows`."""
+    s, h, w, _ = sprites.shape
+    hh, ww = h + 2 + (h % 2), w + 2 + (w % 2)
+    f = sprites.astype(np.float32)
+    a = f[..., 3:4] / 255.0
+    out = np.zeros((s, hh + 1, ww + 1, 4), np.float32)
+    out[:, 1:1 + h, 1:1 + w] = np.concatenate([f[..., :3] * a, a], -1)
+    return out
+
+
 def prepare_avatar(asset: AvatarAsset) -> PreparedAvatar:
     asset.validate()
     poses = np.ascontiguousarray(asset.poses)
@@ -223,7 +269,8 @@ def prepare_avatar(asset: AvatarAsset) -> PreparedAvatar:
         poses_rgba=rgba,
         poses_i420=i420,
         offsets=offsets,
-        mouth=_premul_windows(asset.mouths),
+        mouth=_premul_padded(asset.mouths if asset.mids is None
+                             else np.concatenate([asset.mouths, asset.mids])),
         mouth_xy=(asset.mouth_box.x, asset.mouth_box.y),
         blink=_premul_windows(asset.blinks),
         eyes_xy=(asset.eyes_box.x, asset.eyes_box.y),

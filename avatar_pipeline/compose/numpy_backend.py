@@ -14,6 +14,7 @@ from avatar_pipeline.compose.base import (
     PreparedAvatar,
     blink_levels,
     frame_nbytes,
+    pick_mouth,
     prepare_avatar,
     rgb_to_i420_planes,
     top_k,
@@ -143,16 +144,12 @@ class NumpyCompositor:
         mx, my, mpx, mpy = av.windows(pidx, av.mouth_xy)
         ex, ey, epx, epy = av.windows(pidx, av.eyes_xy)
         levels = blink_levels(blink, av.blink.shape[2])
-        k = idx.shape[1]
+        sprite = pick_mouth(idx, w, av.has_mids)
         for j, r in enumerate(rows):
             p = pidx[j]
             np.copyto(out[r], src[p])
-            # mouth: premultiplied blend of the top visemes over the pose
-            sprites = av.mouth[mpy[j], mpx[j]]
-            mix = sprites[idx[j, 0]] * w[j, 0]
-            for q in range(1, k):
-                if w[j, q] > 0:
-                    mix = mix + sprites[idx[j, q]] * w[j, q]
+            # mouth: one sprite (pick_mouth) over the pose, premultiplied
+            mix = av.mouth_window(sprite[j], mpy[j], mpx[j])
             hh, ww = mix.shape[:2]
             base = av.poses_rgb[p, my[j]:my[j] + hh, mx[j]:mx[j] + ww].astype(np.float32)
             comp = mix[..., :3] + (np.float32(1) - mix[..., 3:4]) * base

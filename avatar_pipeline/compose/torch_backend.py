@@ -20,6 +20,7 @@ from avatar_pipeline.compose.base import (
     FrameState,
     blink_levels,
     frame_nbytes,
+    pick_mouth,
     prepare_avatar,
     top_k,
 )
@@ -38,7 +39,11 @@ class _TorchAvatar:
         src = prep.poses_rgba.reshape(prep.n_poses, -1) if fmt == "rgba" else prep.poses_i420
         self.src = torch.from_numpy(np.ascontiguousarray(src)).to(device)
         self.rgb = torch.from_numpy(prep.poses_rgb).to(device)
-        self.mouth = torch.from_numpy(prep.mouth).to(device)
+        # the mouths as windows at each parity, (2, 2, S, hh, ww, 4), gathered per frame
+        hh, ww = prep.mouth_window_size
+        self.mouth = torch.from_numpy(np.ascontiguousarray(np.stack([
+            np.stack([prep.mouth[:, 1 - py:1 - py + hh, 1 - px:1 - px + ww] for px in (0, 1)])
+            for py in (0, 1)]))).to(device)
         self.blink = torch.from_numpy(prep.blink).to(device)
 
 
@@ -131,10 +136,7 @@ class TorchCompositor:
         # mouth
         mx, my, mpx, mpy = prep.windows(pidx, prep.mouth_xy)
         mpx_t, mpy_t = self._t(mpx), self._t(mpy)
-        idx_t, w_t = self._t(idx), self._t(w)
-        mix = av.mouth[mpy_t, mpx_t, idx_t[:, 0]] * w_t[:, 0, None, None, None]
-        for q in range(1, idx.shape[1]):
-            mix = mix + av.mouth[mpy_t, mpx_t, idx_t[:, q]] * w_t[:, q, None, None, None]
+        mix = av.mouth[mpy_t, mpx_t, self._t(pick_mouth(idx, w, prep.has_mids))]
         hh, ww = mix.shape[1:3]
         ys, xs = self._grid(my, mx, hh, ww)
         base = av.rgb[pidx_t[:, None, None], ys, xs].float()

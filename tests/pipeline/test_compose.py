@@ -69,13 +69,34 @@ def test_visemes_change_only_the_mouth(tutor, fmt):
                                                                              VISEMES[j])
 
 
-def test_blend_between_visemes(tutor):
+def test_one_mouth_at_a_time_never_two_cross_faded(tutor):
+    """Between two visemes the learner sees one mouth: the top viseme's or the asset's mouth
+    drawn half way between the two, never two sprites blended (two sets of lips, one faint).
+    Every frame's mouth must be one of the 15 + 105 single mouths."""
+    from avatar_pipeline.avatar.asset import MID_PAIRS
+
+    assert tutor.mids is not None and len(tutor.mids) == len(MID_PAIRS)
     comp = NumpyCompositor()
     aid = comp.add_avatar(tutor)
-    w = one_hot("aa") * 0.5 + one_hot("ou") * 0.5
-    b = comp.compose([FrameState(aid, one_hot("aa"), 0.0), FrameState(aid, one_hot("ou"), 0.0),
-                      FrameState(aid, w, 0.0)]).numpy().astype(np.float32)
-    np.testing.assert_allclose(b[2], 0.5 * (b[0] + b[1]), atol=1.0)
+    singles = [one_hot(v) for v in VISEMES]
+    singles += [0.5 * (one_hot(VISEMES[i]) + one_hot(VISEMES[j])) for i, j in MID_PAIRS]
+    atlas = np.stack([comp.compose([FrameState(aid, w, 0.0)]).rgb(0).astype(np.int16)
+                      for w in singles])
+    mouth = _box_mask(tutor.mouth_box, 0)
+    atlas = atlas[:, mouth]
+    # the in-between of aa and ou is drawn, not the average of the two sprites
+    aa, ou = VISEME_INDEX["aa"], VISEME_INDEX["ou"]
+    mid = NUM_VISEMES + MID_PAIRS.index((min(aa, ou), max(aa, ou)))
+    average = (atlas[aa] + atlas[ou]) / 2
+    assert np.abs(atlas[mid] - average).max() > 40
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        w = np.zeros(NUM_VISEMES, np.float32)
+        pick = rng.choice(NUM_VISEMES, size=rng.integers(1, 4), replace=False)
+        w[pick] = rng.random(len(pick))
+        frame = comp.compose([FrameState(aid, w, 0.0)]).rgb(0).astype(np.int16)[mouth]
+        nearest = np.abs(atlas - frame[None]).max(axis=(1, 2)).min()
+        assert nearest <= 1, f"a frame between {pick} shows a mouth that is none of the atlas"
 
 
 def test_blink_happens_and_only_in_the_eyes(tutor):
