@@ -111,6 +111,7 @@ class VoiceAgentReceiver(AudioReceiver):
         self._runner_has_audio = False  # an AudioFrame went to the runner since the last end
         self._notices = aio.Chan[tuple[tuple[str, int], str, str]]()
         self._tasks: list[asyncio.Task] = []
+        self._speaking_for: str | None = None  # publish_on_behalf set (or being set) for
 
     # -- AudioReceiver -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -222,11 +223,25 @@ class VoiceAgentReceiver(AudioReceiver):
         show them as one): set when the dispatch did not name it (the agent asked for the
         avatar after the learner's join, e.g. through FleetAvatar)."""
         me = self._room.local_participant
-        if me.attributes.get(ATTR_PUBLISH_ON_BEHALF) == identity:
+        if me.attributes.get(ATTR_PUBLISH_ON_BEHALF) == identity or self._speaking_for == identity:
             return
+        self._speaking_for = identity
         self._log.info("audio_in.speaking_for", voice_agent=identity)
-        task = asyncio.create_task(me.set_attributes({ATTR_PUBLISH_ON_BEHALF: identity}))
-        self._tasks.append(task)
+        self._tasks.append(asyncio.create_task(self._set_speaking_for(identity)))
+
+    async def _set_speaking_for(self, identity: str, attempts: int = 5) -> None:
+        """Set the attribute, retrying: a request lost or timed out under load would otherwise
+        leave clients showing the avatar apart from its voice agent for the whole lesson."""
+        me = self._room.local_participant
+        for attempt in range(1, attempts + 1):
+            try:
+                await asyncio.wait_for(me.set_attributes({ATTR_PUBLISH_ON_BEHALF: identity}), 5)
+                return
+            except Exception as exc:  # FFI error or timeout: try again shortly
+                self._log.warning("audio_in.speaking_for_failed", voice_agent=identity,
+                                  attempt=attempt, error=repr(exc))
+                await asyncio.sleep(0.5 * attempt)
+        self._speaking_for = None  # the next stream tries again
 
     def _on_clear(self, data: rtc.RpcInvocationData) -> str:
         if not self._is_sender(data.caller_identity):

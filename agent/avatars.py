@@ -14,6 +14,10 @@ fetched from the router, verified, cached on disk and loaded into the engine onc
   line and ``avatar_lesson_avatars_total{result}``; corrupt or unreachable is an ERROR (someone
   must look at the router or its storage), the others a warning.
 
+Loaded avatars are counted per lesson using them: one no lesson uses is freed from the engine
+(tens of MB of prepared sprites) once more than ``keep_unused`` such are loaded, least recently
+released first; its files stay in the disk cache.
+
 Blocking work (HTTP, PNG decoding, preparing the sprites) runs in a thread: jobs run on their own
 event loops, and a lock per asset makes concurrent lessons with one avatar fetch it once.
 """
@@ -54,7 +58,8 @@ class AvatarUnavailable(Exception):
 
 class LessonAvatars:
     def __init__(self, engine: AvatarEngine, settings: WorkerSettings,
-                 cache_dir: Path | None = None, timeout_s: float = 10.0) -> None:
+                 cache_dir: Path | None = None, timeout_s: float = 10.0,
+                 keep_unused: int = 4) -> None:
         self.engine = engine
         self.router_url = settings.router_url
         self.key = settings.router_key.get_secret_value() if settings.router_key else None
@@ -62,6 +67,9 @@ class LessonAvatars:
         self.max_bytes = settings.avatar_cache_mb * 1024 * 1024
         self.timeout_s = timeout_s
         self._loaded: dict[str, str] = {}  # asset id -> the engine's avatar id
+        self._users: dict[str, int] = {}  # asset id -> lessons showing it
+        self._unused: list[str] = []  # loaded, shown by none: least recently released first
+        self.keep_unused = keep_unused
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -88,6 +96,7 @@ class LessonAvatars:
             lock = self._locks.setdefault(asset_id, threading.Lock())
         with lock:
             if asset_id in self._loaded:
+                self._use(asset_id)
                 return "loaded", self._loaded[asset_id]
             asset, result = self._from_disk(asset_id), "cached"
             if asset is None:
@@ -97,7 +106,36 @@ class LessonAvatars:
             except AvatarError as exc:
                 raise AvatarUnavailable("size", str(exc)) from None
             self._loaded[asset_id] = self.engine.add_avatar(asset)
+            self._use(asset_id)
             return result, self._loaded[asset_id]
+
+    def _use(self, asset_id: str) -> None:
+        with self._guard:
+            self._users[asset_id] = self._users.get(asset_id, 0) + 1
+            if asset_id in self._unused:
+                self._unused.remove(asset_id)
+
+    def release(self, asset_id: str | None) -> None:
+        """A lesson that showed ``asset_id`` (as :meth:`for_lesson` gave it) has ended."""
+        if not asset_id or asset_id not in self._loaded:
+            return
+        with self._guard:
+            self._users[asset_id] = max(0, self._users.get(asset_id, 0) - 1)
+            if self._users[asset_id]:
+                return
+            self._unused.append(asset_id)
+            spare = self._unused[:-self.keep_unused] if len(self._unused) > self.keep_unused \
+                else []
+        for old in spare:
+            with self._guard:
+                lock = self._locks.setdefault(old, threading.Lock())
+            with lock, self._guard:
+                if self._users.get(old) or old not in self._unused:
+                    continue  # a lesson took it up again meanwhile
+                if self.engine.remove_avatar(self._loaded[old]):
+                    self._unused.remove(old)
+                    del self._loaded[old]
+                    log.info("avatar.unloaded", asset_id=old)
 
     def _from_disk(self, asset_id: str) -> AvatarAsset | None:
         path = self.cache_dir / asset_id

@@ -121,6 +121,8 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
         except Exception:
             log.warning("session.settle_failed", exc_info=True)
         es.close()
+        if avatar:
+            server.avatars.release(meta.avatar)
         try:
             await runner.aclose()
         except Exception:  # a runner that failed to start has less to close

@@ -289,6 +289,16 @@ class AvatarEngine:
             self._avatars[aid] = asset
             return aid
 
+    def remove_avatar(self, avatar_id: str) -> bool:
+        """Free an avatar no open session shows (never the default); False if it stays."""
+        with self._lock:
+            if avatar_id == self.default_avatar or any(
+                    s.avatar_id == avatar_id for s in self._sessions.values()):
+                return False
+            self._avatars.pop(avatar_id, None)
+            self.compositor.avatars.pop(avatar_id, None)
+            return True
+
     def open_session(self, on_frame: Callable[[OutputFrame], None], avatar_id: str | None = None,
                      session_id: str | None = None, seed: int | None = None,
                      render: bool = True) -> EngineSession:

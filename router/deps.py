@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader
 from redis.exceptions import (
     BusyLoadingError,
     ClusterError,
+    ReadOnlyError,
     RedisClusterException,
     TryAgainError,
 )
@@ -23,10 +24,11 @@ from router.avatar_storage import AvatarStorage
 from router.schemas import ErrorBody
 from router.service import Router
 
-# Redis cannot answer for now (down, loading, or a cluster slot without a primary during a
-# failover): 503 with Retry-After, never a 500
+# Redis cannot answer for now (down, loading, a cluster slot without a primary during a
+# failover, or a write that reached a primary just demoted to replica: READONLY): 503 with
+# Retry-After, never a 500
 REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ClusterError,
-                     RedisClusterException, TryAgainError)
+                     RedisClusterException, TryAgainError, ReadOnlyError)
 
 LessonId = Annotated[str, Path(pattern=ID_PATTERN, description="1-64 of A-Z a-z 0-9 _ -")]
 WorkerId = Annotated[str, Path(pattern=ID_PATTERN)]

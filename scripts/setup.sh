@@ -76,3 +76,7 @@ say "livekit-server: $(.venv/bin/python -c 'from scripts.servers import livekit_
 say "promtool: $(.venv/bin/python -c 'from scripts.gotools import promtool; print(promtool())')"
 say "prometheus: $(.venv/bin/python -c 'from scripts.gotools import prometheus; print(prometheus())')"
 say "helm: $(.venv/bin/python -c 'from scripts.gotools import helm; print(helm())')"
+
+# --- 4. The default tutor, drawn once here (~30 s on 2 cores) rather than inside the first lesson
+# or test that asks for it, where it competes with LiveKit and the worker for the CPU.
+say "default avatar: $(.venv/bin/python -c 'from config.logs import setup_logging; setup_logging("warning"); from avatar_pipeline.avatar.registry import AvatarRegistry; print(AvatarRegistry().default().id)')"
