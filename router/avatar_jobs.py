@@ -52,6 +52,17 @@ class AvatarJobs:
         t = self._tasks.get((owner, avatar_id))
         return t is not None and not t.done()
 
+    def effective(self, owner: str, record: dict) -> dict:
+        """The record as it stands: one left ``pending`` past its job's timeout with no job
+        running here (its router replica stopped) is ``failed``, so a backend uploads again."""
+        if record["status"] != "pending" or self.running(owner, record["id"]):
+            return record
+        age = (datetime.now(UTC) - datetime.fromisoformat(record["updated_at"])).total_seconds()
+        if age <= self.timeout_s + 30:
+            return record
+        return {**record, "status": "failed",
+                "reason": "registration was interrupted; upload it again"}
+
     def submit(self, owner: str, record: dict, upload: Path) -> None:
         """Start registering ``upload`` (a file this call now owns) for the pending ``record``."""
         key = (owner, record["id"])

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.fleet import ID_PATTERN
 from router.auth import hash_key, key_matches
+from router.avatar_jobs import AvatarJobs
 from router.avatar_storage import AvatarStorage
 from router.schemas import ErrorBody
 from router.service import Router
@@ -105,11 +106,20 @@ def get_storage(request: Request) -> AvatarStorage:
 StorageDep = Annotated[AvatarStorage, Depends(get_storage)]
 
 
-async def asset_for_join(storage: AvatarStorage, owner: str, avatar_id: str) -> str:
+def get_jobs(request: Request) -> AvatarJobs:
+    return request.app.state.avatar_jobs
+
+
+JobsDep = Annotated[AvatarJobs, Depends(get_jobs)]
+
+
+async def asset_for_join(storage: AvatarStorage, jobs: AvatarJobs, owner: str,
+                         avatar_id: str) -> str:
     """The asset a join's ``avatar_id`` names, or the 4xx that says why it cannot be used."""
     record = await asyncio.to_thread(storage.get_record, owner, avatar_id)
     if record is None:
         raise ApiError(404, "unknown_avatar", "no such avatar for this key")
+    record = jobs.effective(owner, record)
     if record["status"] == "pending":
         raise ApiError(409, "avatar_not_ready", "the avatar is still being registered; retry",
                        headers={"Retry-After": "2"})

@@ -25,8 +25,9 @@ import numpy as np
 from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset
 from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
 
-TOP_K = 3
-"""Visemes considered per frame (the largest weights, renormalised)."""
+TOP_K = 2
+"""Visemes considered per frame (the largest weights, renormalised): the mouth shown is the
+top one's or the one between the top two (``MID_FROM``)."""
 
 SHARPEN = 2.0
 """Weights are raised to this power before the top-k renormalisation."""

@@ -8,11 +8,10 @@ import asyncio
 import hashlib
 import re
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
@@ -23,7 +22,7 @@ from config.avatars import (
 )
 from config.logs import get_logger
 from router.avatar_jobs import AvatarJobs, now_iso
-from router.deps import ERRORS, ApiError, Owner, StorageDep, backend, worker
+from router.deps import ERRORS, ApiError, JobsDep, Owner, StorageDep, backend, worker
 from router.schemas import AvatarDeleted, AvatarsResponse, AvatarView, ErrorBody
 
 log = get_logger("router.avatars")
@@ -38,21 +37,11 @@ _NAME = re.compile(r"^[^\x00-\x1f<>]{1,80}$")
 _CHUNK = 1 << 20
 
 
-def get_jobs(request: Request) -> AvatarJobs:
-    return request.app.state.avatar_jobs
 
 
-JobsDep = Annotated[AvatarJobs, Depends(get_jobs)]
-
-
-def view(record: dict, jobs: AvatarJobs | None = None, owner: str = "") -> dict:
-    """A record as the API shows it. A registration left pending past its job's timeout (its
-    router replica stopped) reads as failed, so a backend knows to upload again."""
-    rec = dict(record)
-    if rec["status"] == "pending" and jobs is not None and not jobs.running(owner, rec["id"]):
-        age = (datetime.now(UTC) - datetime.fromisoformat(rec["updated_at"])).total_seconds()
-        if age > jobs.timeout_s + 30:
-            rec.update(status="failed", reason="registration was interrupted; upload it again")
+def view(record: dict, jobs: AvatarJobs, owner: str) -> dict:
+    """A record as the API shows it (``AvatarJobs.effective``), with its preview's URL."""
+    rec = dict(jobs.effective(owner, record))
     rec["preview_url"] = (f"/v1/avatars/{rec['id']}/preview.png" if rec["status"] == "ready"
                           else None)
     return AvatarView.model_validate(rec).model_dump(mode="json")

@@ -14,6 +14,7 @@ from config.logs import get_logger
 from router.deps import (
     ERRORS,
     ApiError,
+    JobsDep,
     LessonId,
     Owner,
     RouterDep,
@@ -41,14 +42,16 @@ routes = APIRouter(prefix="/v1/lessons", tags=["lessons"], dependencies=[backend
              responses={**ERRORS, 404: {"model": ErrorBody}, 409: {"model": ErrorBody},
                         502: {"model": ErrorBody}})
 async def join(lesson_id: LessonId, body: JoinRequest, router: RouterDep,
-               request: Request, storage: StorageDep, owner: Owner) -> JoinResponse:
+               request: Request, storage: StorageDep, jobs: JobsDep,
+               owner: Owner) -> JoinResponse:
     """Assign a worker (or keep the lesson's), dispatch its avatar into the room, and mint
     the learner's token. Idempotent per lesson: retries get the same worker and dispatch
     nothing twice. ``avatar_id`` must name one of this backend's ready avatars (404
     ``unknown_avatar``, 409 ``avatar_not_ready``, 422 ``avatar_unusable``)."""
     t0 = time.perf_counter()
     rs = router.rs
-    asset = await asset_for_join(storage, owner, body.avatar_id) if body.avatar_id else ""
+    asset = (await asset_for_join(storage, jobs, owner, body.avatar_id) if body.avatar_id
+             else "")
     opts = LessonOptions(voice=body.voice_agent_identity or "", output=body.output,
                          avatar=asset)
     try:

@@ -165,3 +165,19 @@ async def test_bad_uploads_are_refused_with_a_reason(app_client, portrait):
     assert (await c.get("/v1/avatars")).status_code == 401
     assert (await c.get("/v1/avatars", headers=OPS)).status_code == 403
     assert (await c.get("/v1/avatars", headers=WORKER)).status_code == 403
+
+
+async def test_a_registration_whose_router_stopped_reads_failed_everywhere(app_client):
+    """A record left pending by a router replica that stopped (no job runs it anywhere) is
+    reported failed past the job timeout, by GET and by a join naming it alike."""
+    c = app_client
+    storage = c.app.state.avatar_storage
+    owner = hash_key(DEV_API_KEY)[:32]
+    stale = "2026-01-01T00:00:00+00:00"
+    storage.put_record(owner, {"id": "a" * 24, "name": "lost", "status": "pending",
+                               "reason": None, "asset_id": None, "width": None, "height": None,
+                               "created_at": stale, "updated_at": stale})
+    got = (await c.get(f"/v1/avatars/{'a' * 24}", headers=API)).json()
+    assert got["status"] == "failed" and "upload it again" in got["reason"]
+    r = await c.post("/v1/lessons/lost/join", json={**BODY, "avatar_id": "a" * 24}, headers=API)
+    assert r.status_code == 422 and r.json()["detail"]["status"] == "failed", r.text
