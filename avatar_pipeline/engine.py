@@ -8,8 +8,8 @@ sessions at once:
 
 1. takes one frame period of audio out of each session's adaptive jitter buffer
    (:mod:`avatar_pipeline.jitter`), so bursts and network jitter are smoothed per session
-   (after a stall it catches up by dropping only silent packets: pauses get shorter, words
-   are never lost);
+   (it follows its target delay by time-stretching speech a little, or by shortening and
+   lengthening pauses: words are never dropped);
 2. runs **one** batched viseme-model call for every session that has audio this tick
    (:class:`avatar_pipeline.visemes.VisemeBatcher`, chunked at ``max_batch``);
 3. composes **one** batch of frames, one per session (:mod:`avatar_pipeline.compose`);
@@ -39,6 +39,7 @@ import numpy as np
 
 from avatar_pipeline.compose import SessionClock, make_compositor
 from avatar_pipeline.jitter import JitterBuffer, JitterConfig, Pull
+from avatar_pipeline.stretch import stretch_packets
 from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
 from config.logs import get_logger
 from config.metrics import LATENCY_BUCKETS, counter, gauge, histogram
@@ -66,7 +67,8 @@ SILENCE_RMS = 300.0  # int16: about -40 dBFS
 
 
 def is_silent(pcm: np.ndarray | None) -> bool:
-    """A packet quiet enough to drop when catching up after a stall (a pause, not a word)."""
+    """A packet quiet enough to drop or repeat when the buffer steers its delay (a pause, not
+    a word)."""
     if pcm is None or len(pcm) == 0:
         return True
     x = pcm.astype(np.float32)
@@ -314,7 +316,7 @@ class AvatarEngine:
             engine=self, session_id=sid, avatar_id=aid, on_frame=on_frame,
             clock=SessionClock(seed if seed is not None else hash(sid) & 0xFFFF,
                                self._avatars[aid]),
-            jitter=JitterBuffer(self._jitter_cfg, can_drop=is_silent),
+            jitter=JitterBuffer(self._jitter_cfg, can_drop=is_silent, stretch=self._stretch),
             visemes=StreamingVisemes(self.config.fps, model=self.batcher.model,
                                      smoothing=self._smoothing),
             started_at=self.clock(), render=render,
@@ -335,6 +337,11 @@ class AvatarEngine:
             s.closed = True
             log.info("engine.session_closed", session_id=session_id, frames=s._frames_out,
                      underruns=s.jitter.stats.underruns)
+
+    def _stretch(self, packets: list[np.ndarray], n_out: int,
+                 after: np.ndarray | None) -> list[np.ndarray]:
+        """The jitter buffer's time-stretch: speech played a little faster or slower."""
+        return stretch_packets(packets, n_out, self.config.sample_rate, after)
 
     @property
     def sessions(self) -> list[EngineSession]:
