@@ -2,7 +2,10 @@
 (``DataStreamAudioReceiver`` -> generator -> synchroniser) drives it.
 
 Audio from the voice agent arrives at any rate and channel count; it is resampled to the
-engine's rate (mono) and pushed into the session. The engine's thread hands back one
+engine's rate (mono) and pushed into the session. The resampler holds some input back (40-60 ms
+at a stream's start, 8-33 ms after); each resampled chunk is pushed with the arrival time of the
+input its last sample came from, so the jitter buffer times it as if no resampler were there:
+a 48 kHz stereo stream starts and stays in sync like a 16 kHz mono one. The engine's thread hands back one
 :class:`~avatar_pipeline.engine.OutputFrame` per frame period, which this generator yields as a
 ``VideoFrame`` followed, while speaking, by exactly one frame period of ``AudioFrame`` (and
 ``AudioSegmentEnd`` after a segment's last frame); a frame's cue (lesson speech starting) is
@@ -13,6 +16,7 @@ the frames waiting here and the synchroniser's queues.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator
 
@@ -32,6 +36,39 @@ FIRST_FRAME = histogram("avatar_first_frame_seconds",
 _FORMATS = {"i420": rtc.VideoBufferType.I420, "rgba": rtc.VideoBufferType.RGBA}
 
 
+class _HeldInput:
+    """When the input behind a resampler's output arrived. Input chunks are recorded as (end
+    of the chunk in seconds of audio, arrival time); the resampler shifts nothing in time, so
+    output sample k came from the input chunk that holds time k / rate."""
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[tuple[float, float]] = collections.deque()
+        self._in_s = 0.0
+        self._out = 0  # output samples so far
+
+    def came(self, seconds: float, at: float) -> None:
+        self._in_s += seconds
+        self._chunks.append((self._in_s, at))
+
+    def out(self, n: int, rate: int) -> list[tuple[int, int, float | None]]:
+        """``n`` more output samples as pieces ``(start, end, arrival)``, cut where the input
+        chunk they came from changes."""
+        pieces, i = [], 0
+        while i < n:
+            while len(self._chunks) > 1 and self._chunks[0][0] * rate <= self._out + i + 1e-6:
+                self._chunks.popleft()
+            if not self._chunks:
+                pieces.append((i, n, None))
+                break
+            end_s, at = self._chunks[0]
+            j = n if len(self._chunks) == 1 else min(n, max(
+                i + 1, int(round(end_s * rate)) - self._out))
+            pieces.append((i, j, at))
+            i = j
+        self._out += n
+        return pieces
+
+
 class EngineVideoGenerator(VideoGenerator):
     def __init__(self, session: EngineSession, loop: asyncio.AbstractEventLoop,
                  max_queued_frames: int = 50) -> None:
@@ -43,6 +80,7 @@ class EngineVideoGenerator(VideoGenerator):
         self._max_queued = max_queued_frames
         self._resampler: rtc.AudioResampler | None = None
         self._in_rate: int | None = None
+        self._held = _HeldInput()
         self.av_sync = None  # the runner's synchroniser, set by the session; cleared on clear
         self.segments_played = 0
         self.started_at: float | None = None  # monotonic: the session's start, for FIRST_FRAME
@@ -65,8 +103,8 @@ class EngineVideoGenerator(VideoGenerator):
         if isinstance(frame, AudioSegmentEnd):
             if self._resampler is not None:
                 for f in self._resampler.flush():
-                    self.session.push_audio(self._mono(f))
-                self._resampler, self._in_rate = None, None
+                    self._push_resampled(f)
+                self._drop_resampler()
             self.session.end_segment()
             return
         if frame.sample_rate != self.sample_rate:
@@ -74,10 +112,22 @@ class EngineVideoGenerator(VideoGenerator):
                 self._resampler = rtc.AudioResampler(frame.sample_rate, self.sample_rate,
                                                      num_channels=frame.num_channels)
                 self._in_rate = frame.sample_rate
+                self._held = _HeldInput()
+            self._held.came(frame.samples_per_channel / frame.sample_rate,
+                            self.session.engine.clock())
             for f in self._resampler.push(frame):
-                self.session.push_audio(self._mono(f))
+                self._push_resampled(f)
         else:
             self.session.push_audio(self._mono(frame))
+
+    def _push_resampled(self, frame: rtc.AudioFrame) -> None:
+        pcm = self._mono(frame)
+        for start, end, arrived in self._held.out(len(pcm), frame.sample_rate):
+            self.session.push_audio(pcm[start:end], arrived)
+
+    def _drop_resampler(self) -> None:
+        self._resampler, self._in_rate = None, None
+        self._held = _HeldInput()
 
     @staticmethod
     def _mono(frame: rtc.AudioFrame) -> np.ndarray:
@@ -88,7 +138,7 @@ class EngineVideoGenerator(VideoGenerator):
 
     async def clear_buffer(self) -> None:
         self.session.clear()
-        self._resampler, self._in_rate = None, None
+        self._drop_resampler()
         while not self._queue.empty():
             self._queue.get_nowait()
         if self.av_sync is not None:

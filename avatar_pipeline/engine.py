@@ -149,12 +149,15 @@ class EngineSession:
     closed: bool = False
 
     # --- input (any thread) ---------------------------------------------------------------
-    def push_audio(self, pcm: np.ndarray) -> None:
-        """Speech audio, int16 mono at the engine's sample rate, as it arrives."""
+    def push_audio(self, pcm: np.ndarray, arrived: float | None = None) -> None:
+        """Speech audio, int16 mono at the engine's sample rate, as it arrives. ``arrived``:
+        when its last sample reached the worker (engine clock), if earlier than now (audio a
+        resampler held back); the jitter buffer times it from then."""
         a = np.asarray(pcm)
         if a.dtype != np.int16 or a.ndim != 1:
             raise ValueError(f"push_audio wants 1-D int16 PCM, got {a.dtype} {a.shape}")
-        self._inbox.append(("audio", a.tobytes(), self.engine.clock()))
+        now = self.engine.clock()
+        self._inbox.append(("audio", a.tobytes(), now if arrived is None else min(now, arrived)))
 
     def end_segment(self) -> None:
         """The speech segment (one stream) is over; what is buffered still plays."""
@@ -374,8 +377,10 @@ class AvatarEngine:
                 if p.kind is Pull.UNDERRUN and p.seq is not None:
                     UNDERRUNS.inc()
                 # an underrun plays nothing: the model hears silence, nobody hears filler, and
-                # the runner's playback position counts only speech that really played
-                s._fifo.append((None if p.kind is Pull.UNDERRUN else audio, now, first_in))
+                # the runner's playback position counts only speech that really played (a slot
+                # concealed on trial may be a stall's start: it is not counted either)
+                silent = p.kind is Pull.UNDERRUN or p.trial
+                s._fifo.append((None if silent else audio, now, first_in))
                 feed.append((s, audio))
             elif s._playing_segment is not None:  # IDLE: the segment is over
                 s._rows_from_model(s.visemes.flush(), end=True)

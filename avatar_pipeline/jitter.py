@@ -81,6 +81,7 @@ class JitterConfig:
     hysteresis_ms: float = 20.0
     anchor_window_ms: float = 1_000.0  # the fastest packet is looked for this far back
     trial_conceal: bool = True  # an empty buffer conceals on trial before it calls a stall
+    trial_max_ms: float = 200.0  # ...for at most this long (a burst of loss); then it is one
     stretch: bool = True  # follow the target by time-stretching (needs a stretch function)
     stretch_in: int = 4  # accelerate: 4 packets play as 3; expand: 3 play as 4
     catchup_after_ms: float = 10_000.0  # a stream this long may also follow a lower target
@@ -184,6 +185,7 @@ class Pulled:
     payload: Any = None
     delay_ms: float | None = None  # added delay of a played packet (from packet 0's arrival)
     wait_ms: float | None = None  # how long the played audio waited in the buffer
+    trial: bool = False  # a concealment on trial: it may yet turn out to be part of a stall
 
 
 class DelayEstimator:
@@ -288,12 +290,7 @@ class JitterBuffer:
         if seg.tentative is not None and seg.tentative <= seq < seg.next_seq:
             # A slot concealed on trial came after all, before anything later: the stream
             # stalled there (the trial slots before it were lost). Rewind and wait for it.
-            for q in range(seq, seg.next_seq):
-                seg.concealed.discard(q)
-            self.stats.concealed -= seg.next_seq - seq
-            seg.slip_ms += (seg.next_seq - seq) * pms
-            seg.tentative, seg.next_seq = None, seq
-            self.stats.underruns += 1
+            self._rewind(seg, seq)
             if seg is self._current:
                 self._stalled = True
         if seq < seg.next_seq or seq in seg.packets:
@@ -387,7 +384,10 @@ class JitterBuffer:
             seg.concealed.add(seq)
             self.stats.concealed += 1
             return Pulled(Pull.CONCEAL, seg.sid, seq)
-        if seq > 0 and (seg.tentative is not None or self._may_try(seg)):
+        if seg.tentative is not None and (seq - seg.tentative) * pms >= self.cfg.trial_max_ms:
+            self._rewind(seg, seg.tentative)  # too long for a loss: a stall
+            seq = seg.next_seq
+        elif seq > 0 and (seg.tentative is not None or self._may_try(seg)):
             # Nothing here at all: lost packets look like this until a later one comes, a stall
             # until the missing one does. Conceal on trial and keep time; if the missing packet
             # turns up first it was a stall after all, and push() rewinds to it.
@@ -396,11 +396,22 @@ class JitterBuffer:
             seg.next_seq += 1
             seg.concealed.add(seq)
             self.stats.concealed += 1
-            return Pulled(Pull.CONCEAL, seg.sid, seq)
+            return Pulled(Pull.CONCEAL, seg.sid, seq, trial=True)
+        else:
+            self.stats.underruns += 1
         self._stalled = True
         seg.slip_ms += pms
-        self.stats.underruns += 1
         return Pulled(Pull.UNDERRUN, seg.sid, seq)
+
+    def _rewind(self, seg: _Segment, seq: int) -> None:
+        """The slots from ``seq`` on were concealed on trial but the stream had stalled: they
+        become the stall's silence (one underrun) and ``seq`` plays next."""
+        for q in range(seq, seg.next_seq):
+            seg.concealed.discard(q)
+        self.stats.concealed -= seg.next_seq - seq
+        seg.slip_ms += (seg.next_seq - seq) * self.cfg.packet_ms
+        seg.tentative, seg.next_seq = None, seq
+        self.stats.underruns += 1
 
     def _may_try(self, seg: _Segment) -> bool:
         """Conceal on trial only where a loss is likely: the next packet of a real-time stream

@@ -344,14 +344,16 @@ class RawVoiceAgent:
         return self
 
     async def send(self, pcm: np.ndarray, rate: int, attributes: dict[str, str] | None = None,
-                   *, chunk_ms: int = 20, speed: float = 5.0, close: bool = True):
-        """Stream int16 ``pcm`` at ``speed`` x real time; returns the writer (closed or not)."""
+                   *, chunk_ms: int = 20, speed: float = 5.0, close: bool = True,
+                   channels: int = 1):
+        """Stream int16 ``pcm`` (``channels`` interleaved) at ``speed`` x real time; returns
+        the writer (closed or not)."""
         attrs = attributes if attributes is not None else {
-            "sample_rate": str(rate), "num_channels": "1"}
+            "sample_rate": str(rate), "num_channels": str(channels)}
         writer = await self.room.local_participant.stream_bytes(
             name=f"AUDIO_{time.monotonic_ns()}", topic=AUDIO_STREAM_TOPIC,
             destination_identities=[avatar_identity(self.lesson)], attributes=attrs)
-        n = max(1, rate * chunk_ms // 1000)
+        n = max(1, rate * chunk_ms // 1000) * channels
         for i in range(0, len(pcm), n):
             await writer.write(np.asarray(pcm[i:i + n], np.int16).tobytes())
             await asyncio.sleep(chunk_ms / 1000 / speed)
