@@ -12,36 +12,40 @@ Audio reaches the worker as packets of ``packet_ms`` (one video frame period) in
 * ``IDLE``      - no speech is due (between segments; never an underrun).
 
 **Target delay.** For every arriving packet, late ones included, the buffer computes its
-*relative delay*: how much later it came than the fastest packet of its segment would predict
-(``arrival - seq * packet_ms - min(arrival - seq * packet_ms)``). Packets that arrive faster than
-real time (TTS pushed at 5x) each set a new minimum, so a burst counts as zero jitter; only
-lateness counts. The relative delays go into a histogram that forgets with a time constant of
-``forget_ms`` (NetEq's delay histogram); the target is its ``quantile`` plus a margin. A packet
-that arrives after its slot was concealed is a *peak*: once ``peak_count`` peaks came within
-``peak_hold_ms``, the target holds the highest of them (plus the margin) until they stop
-coming for ``peak_hold_ms``, then forgets them (NetEq's peak detector). A packet whose
-relative delay is above the histogram's target is a peak as well, so peaks the target now holds
-keep it held; packets above it within a second of each other (one stall's burst) are one peak. The target is clamped to
-``[min_ms, max_ms]``.
+*relative delay*: how much later it came than the fastest packet of the last
+``anchor_window_ms`` would predict (``arrival - seq * packet_ms - min(...)``). Packets that
+arrive faster than real time (TTS pushed at 5x) each set a new minimum, so a burst counts as
+zero jitter, and a sender clock that runs slow or fast moves the minimum with it. The relative
+delays go into a histogram that forgets with a time constant of ``forget_ms`` (NetEq's delay
+histogram); the target is its ``quantile`` plus a margin. A packet that arrives after its slot
+was concealed, or later than that target, is a *peak* (packets within a second of each other,
+one stall's burst, are one peak); once ``peak_count`` peaks came within ``peak_hold_ms`` the
+target holds the highest until they stop for ``peak_hold_ms`` (NetEq's peak detector). The
+target is clamped to ``[min_ms, max_ms]``.
 
-**Following the target without stalls.** The playout delay of the next slot (how far behind
-the fastest packet's timeline it plays) is steered to the target by time-stretching speech, not
-by waiting for an underrun: below the target by more than ``hysteresis_ms``, a few packets are
-played ``stretch_in / (stretch_in - 1)`` times slower (NetEq's preemptive expand); above it,
-with that much audio in hand, ``stretch_in`` packets play as ``stretch_in - 1`` (accelerate). A
-silent packet is dropped or repeated instead of stretching words. Without a ``stretch``
-function (or with ``stretch=False``) catching up drops every ``stretch_in``-th packet that
-``can_drop`` allows and nothing slows down (the seed's behaviour). Only time lost to stalls and
-expansions is recovered, plus, in a stream longer than ``catchup_after_ms``, the excess over a
-target that has come down: a short segment that arrived early (a TTS sentence) is never
-compressed.
+**Following the target without stalls.** The playout delay of the next slot behind the
+fastest packet's timeline is steered to the target by time-stretching, not by waiting for an
+underrun: below ``target - hysteresis_ms / 2`` with less than the target in hand, up to
+``stretch_in - 1`` packets play as one more (NetEq's preemptive expand) or a silent packet is
+repeated; above ``target + packet_ms + hysteresis_ms / 2`` (so one packet less still leaves it
+above the target), ``stretch_in`` packets, or 3 if fewer are in hand, play as one fewer
+(accelerate) or a silent packet is dropped. Only time lost to stalls and expansions is taken
+back, plus, in a real-time stream longer than ``catchup_after_ms``, the excess over a target
+that came down or from a fast sender clock: audio that merely came early (a TTS sentence) is
+never compressed. Without a ``stretch`` function (or with ``stretch=False``) nothing slows down
+and catching up drops packets ``can_drop`` allows (the seed's behaviour).
+
+**Loss or stall?** An empty buffer looks the same for both. Concealing on trial keeps time
+(a loss, once a later packet comes); if the missing packet comes first, or nothing comes for
+``trial_max_ms``, it was a stall: the trial slots become the stall's silence (one underrun).
 
 **Start and refill.** A segment starts playing ``target`` after its first packet arrives, or as
-soon as it holds ``target`` of audio in a row (or all of itself, if shorter), or ``min_ms`` of
-audio that is coming at least ``burst_ratio`` times as fast as real time: a burst carries the
-cushion the wait would build. After an underrun it resumes once it holds ``refill * target`` in
-a row (1.0: it lands on the target in one step instead of stalling again and again on a ramp).
-The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the statistics.
+soon as it holds ``target`` of audio in a row (or all of itself, if shorter), or ``min_ms`` (and
+two packets) of audio that is coming at least ``burst_ratio`` times as fast as real time: a
+burst carries the cushion the wait would build. After an underrun it resumes once it holds
+``refill * target`` (1.0: it lands on the target in one step instead of stalling again and
+again on a ramp). The fixed configuration of seed 003 (:data:`SEED_FIXED`) ignores the
+statistics, does not conceal on trial and does not stretch.
 """
 
 from __future__ import annotations
