@@ -30,7 +30,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from livekit import rtc
@@ -91,8 +91,12 @@ class VoiceAgentReceiver(AudioReceiver):
     def __init__(self, room: rtc.Room, sender_identity: str | None = None, *,
                  stall_s: float = 3.0, max_queued_s: float = 60.0,
                  max_pending_streams: int = 4, rpc_retries: int = 3,
-                 lesson_id: str = "") -> None:
+                 lesson_id: str = "",
+                 position_of: Callable[[float], float] | None = None) -> None:
+        """``position_of``: the runner's playback position (audio played) as a position in
+        the sender's audio (the engine stretches time to follow the network)."""
         super().__init__()
+        self._position_of = position_of
         self._room = room
         self._sender = sender_identity  # None: whichever agent participant speaks to us
         self._stall_s = stall_s
@@ -126,6 +130,8 @@ class VoiceAgentReceiver(AudioReceiver):
             self._notices.send_nowait((self._speaker, RPC_PLAYBACK_STARTED, ""))
 
     def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
+        if self._position_of is not None:
+            playback_position = self._position_of(playback_position)
         if self._speaker:
             self._notices.send_nowait((self._speaker, RPC_PLAYBACK_FINISHED, json.dumps(
                 {"playback_position": playback_position, "interrupted": interrupted})))

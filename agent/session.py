@@ -95,7 +95,8 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     gen.started_at = t_start
     receiver = VoiceAgentReceiver(
         ctx.room, sender_identity=meta.voice_agent_identity, lesson_id=meta.lesson_id,
-        stall_s=server.settings.worker.stall_s, max_queued_s=server.settings.worker.max_queued_s)
+        stall_s=server.settings.worker.stall_s, max_queued_s=server.settings.worker.max_queued_s,
+        position_of=gen.source_position)
     cfg = engine.config
     runner = _AvatarRunner(ctx.room, audio_recv=receiver, video_gen=gen, _lazy_publish=False,
                            options=AvatarOptions(

@@ -83,6 +83,10 @@ class EngineVideoGenerator(VideoGenerator):
         self._held = _HeldInput()
         self.av_sync = None  # the runner's synchroniser, set by the session; cleared on clear
         self.segments_played = 0
+        # audio time stretching added to the segment playing (+) or saved (-); the runner counts
+        # played time, the voice agent wants its own audio's: see source_position()
+        self._stretch_s = 0.0
+        self.last_stretch_s = 0.0
         self.started_at: float | None = None  # monotonic: the session's start, for FIRST_FRAME
         self.viseme_stream = None  # agent.viseme_stream.VisemeStream, when the session has one
         session.on_frame = self._on_frame
@@ -136,8 +140,15 @@ class EngineVideoGenerator(VideoGenerator):
             pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
         return pcm
 
+    def source_position(self, played_s: float) -> float:
+        """The runner's playback position (audio played) of the segment that just ended or
+        was cut, as a position in the voice agent's audio: the jitter buffer's time-stretching
+        taken out."""
+        return max(0.0, played_s - self.last_stretch_s)
+
     async def clear_buffer(self) -> None:
         self.session.clear()
+        self.last_stretch_s, self._stretch_s = self._stretch_s, 0.0
         self._drop_resampler()
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -161,6 +172,7 @@ class EngineVideoGenerator(VideoGenerator):
                 FIRST_FRAME.observe(time.monotonic() - self.started_at)
             first = False
             if f.audio is not None:
+                self._stretch_s += f.stretch_s
                 yield rtc.AudioFrame(f.audio.tobytes(), self.sample_rate, 1, len(f.audio))
             if f.cue is not None:
                 try:
@@ -169,4 +181,5 @@ class EngineVideoGenerator(VideoGenerator):
                     log.exception("session.cue_failed", session_id=self.session.session_id)
             if f.segment_end:
                 self.segments_played += 1
+                self.last_stretch_s, self._stretch_s = self._stretch_s, 0.0
                 yield AudioSegmentEnd()

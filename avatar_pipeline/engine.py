@@ -111,6 +111,7 @@ class OutputFrame:
     speech_start_s: float | None = None  # first frame of a segment: its first audio in -> out
     tick_at: float = 0.0  # engine clock (s) of the tick that made this frame
     cue: Callable[[], None] | None = None  # say()'s on_start, on the first frame of its speech
+    stretch_s: float = 0.0  # audio time this frame adds (+) or saves (-) against the sender's
 
 
 @dataclass
@@ -121,6 +122,7 @@ class _Row:
     segment_end: bool = False
     first_in: float | None = None  # first row of a segment: when its first audio came in
     cue: Callable[[], None] | None = None
+    stretch_s: float = 0.0
 
 
 @dataclass
@@ -246,9 +248,9 @@ class EngineSession:
         for r in rows:
             if not self._fifo:
                 break
-            audio, pulled_at, first_in = self._fifo.popleft()
+            audio, pulled_at, first_in, stretch_s = self._fifo.popleft()
             self._rows.append(_Row(np.asarray(r, np.float32), audio, pulled_at,
-                                   first_in=first_in))
+                                   first_in=first_in, stretch_s=stretch_s))
         if end:
             self._fifo.clear()
             if self._rows:
@@ -380,7 +382,8 @@ class AvatarEngine:
                 # the runner's playback position counts only speech that really played (a slot
                 # concealed on trial may be a stall's start: it is not counted either)
                 silent = p.kind is Pull.UNDERRUN or p.trial
-                s._fifo.append((None if silent else audio, now, first_in))
+                s._fifo.append((None if silent else audio, now, first_in,
+                                p.stretch_ms / 1000.0))
                 feed.append((s, audio))
             elif s._playing_segment is not None:  # IDLE: the segment is over
                 s._rows_from_model(s.visemes.flush(), end=True)
@@ -425,7 +428,8 @@ class AvatarEngine:
                 weights=states[i].weights, blink=float(states[i].blink),
                 segment_end=bool(row and row.segment_end),
                 latency_s=latency, speech_start_s=start, tick_at=now,
-                cue=None if row is None else row.cue)
+                cue=None if row is None else row.cue,
+                stretch_s=0.0 if row is None else row.stretch_s)
             s._frames_out += 1
             try:
                 s.on_frame(frame)

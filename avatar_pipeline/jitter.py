@@ -190,6 +190,7 @@ class Pulled:
     delay_ms: float | None = None  # added delay of a played packet (from packet 0's arrival)
     wait_ms: float | None = None  # how long the played audio waited in the buffer
     trial: bool = False  # a concealment on trial: it may yet turn out to be part of a stall
+    stretch_ms: float = 0.0  # playout time this packet adds (+) or saves (-) by stretching
 
 
 class DelayEstimator:
@@ -423,10 +424,11 @@ class JitterBuffer:
         return self.cfg.trial_conceal and seg.arrival_rate(self.cfg.packet_ms) < self.cfg.burst_ratio
 
     def _play_out(self, seg: _Segment, now_ms: float) -> Pulled:
-        payload, pos, arrived = seg.out.popleft()
+        payload, pos, arrived, stretch = seg.out.popleft()
         self.stats.played += 1
         return Pulled(Pull.PLAY, seg.sid, int(pos), payload,
-                      now_ms - (seg.t0 + pos * self.cfg.packet_ms), now_ms - arrived)
+                      now_ms - (seg.t0 + pos * self.cfg.packet_ms), now_ms - arrived,
+                      stretch_ms=stretch)
 
     def _silent(self, payload: Any) -> bool:
         return self._can_drop is None or self._can_drop(payload)
@@ -488,11 +490,14 @@ class JitterBuffer:
                 self.stats.speech_dropped += 1
             else:
                 self.stats.silence_dropped += 1
-            kept = [(p, start + i, arrived) for i, p in enumerate(block) if i != drop]
+            pms = self.cfg.packet_ms
+            kept = [(p, start + i, arrived, 0.0) for i, p in enumerate(block) if i != drop]
+            kept[0] = (*kept[0][:3], -pms)  # the dropped pause's time
         elif self._stretch is not None and k >= 3:  # 3 as 2 at most: 1.5x, still speech
             block, arrived = self._take(seg, k)
             outs = self._stretch(block, k - 1, self._after(seg))
-            kept = [(p, start + i * k / (k - 1), arrived) for i, p in enumerate(outs)]
+            save = -self.cfg.packet_ms / (k - 1)
+            kept = [(p, start + i * k / (k - 1), arrived, save) for i, p in enumerate(outs)]
             self.stats.accelerated += 1
         else:
             return False  # speech and nothing to stretch it with: never drop words
@@ -506,12 +511,17 @@ class JitterBuffer:
         block, arrived = self._take(seg, n)
         silent = [i for i, p in enumerate(block) if self._can_drop is not None
                   and self._can_drop(p)]
+        pms = self.cfg.packet_ms
         if silent:  # a pause gets longer: repeat one silent packet
             i = silent[0]
             outs = block[:i + 1] + [block[i]] + block[i + 1:]
+            adds = [0.0] * (n + 1)
+            adds[i + 1] = pms
         else:
             outs = self._stretch(block, n + 1, self._after(seg))
-        seg.out.extend((p, start + i * n / (n + 1), arrived) for i, p in enumerate(outs))
+            adds = [pms / (n + 1)] * (n + 1)
+        seg.out.extend((p, start + i * n / (n + 1), arrived, adds[i])
+                       for i, p in enumerate(outs))
         self.stats.expanded += 1
         seg.since_drop = 0
         seg.slip_ms += self.cfg.packet_ms

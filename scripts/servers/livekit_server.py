@@ -73,18 +73,24 @@ class LiveKitServer(_Process):
         self.region = region
         self.api_key, self.api_secret = DEV_KEY, DEV_SECRET
 
+    host = "127.0.0.1"  # where clients reach it
+    addresses = ["127.0.0.1"]  # what it binds (signal and media)
+    interfaces = ["lo"]
+    argv_prefix: list[str] = []  # e.g. ["ip", "netns", "exec", ns]
+
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def config_yaml(self) -> str:
+        loopback = self.addresses == ["127.0.0.1"]
         lines = [
             f"port: {self.port}",
-            "bind_addresses: ['127.0.0.1']",
+            f"bind_addresses: {self.addresses!r}",
             "rtc:",
             # Media on loopback only: LiveKit's ICE/TCP listener always binds every address
             # (net.ListenTCP with no IP), so it is off (0); the UDP mux binds one socket per
@@ -93,12 +99,12 @@ class LiveKitServer(_Process):
             "  tcp_port: 0",
             f"  udp_port: {self.rtc_udp_port}",
             "  use_external_ip: false",
-            "  node_ip: 127.0.0.1",
-            "  enable_loopback_candidate: true",
+            f"  node_ip: {self.host}",
+            f"  enable_loopback_candidate: {'true' if loopback else 'false'}",
             "  interfaces:",
-            "    includes: [lo]",
+            f"    includes: {self.interfaces!r}",
             "  ips:",
-            "    includes: [127.0.0.1/32]",
+            f"    includes: {[a + '/32' for a in self.addresses]!r}",
             # a keyframe request from a new subscriber waited out LiveKit's default 0.5-1 s
             # throttle in 2 lessons of 7 (+0.6 s to the first frame); an avatar track has one
             # or two subscribers, so keyframe requests are rare anyway
@@ -130,7 +136,7 @@ class LiveKitServer(_Process):
     def start(self) -> LiveKitServer:
         cfg = self.workdir / "livekit.yaml"
         cfg.write_text(self.config_yaml())
-        self._spawn([str(livekit_binary()), "--config", str(cfg)])
+        self._spawn([*self.argv_prefix, str(livekit_binary()), "--config", str(cfg)])
         _wait(self._ready, self.proc, "livekit-server", 60, self.logfile)
         return self
 
@@ -139,3 +145,21 @@ class LiveKitServer(_Process):
             return r.status == 200
 
 
+
+
+class NamespacedLiveKitServer(LiveKitServer):
+    """livekit-server inside a network namespace a test made (:class:`scripts.netns.Namespaces`),
+    bound to that namespace's veth addresses only: reached from the root namespace at
+    ``host``, from the learner's namespace at ``learner_url``."""
+
+    def __init__(self, ns, **kw) -> None:
+        super().__init__(**kw)
+        self.ns = ns
+        self.host = ns.core_ip
+        self.addresses = [ns.core_ip, ns.core_learner_ip]
+        self.interfaces = ns.core_interfaces
+        self.argv_prefix = ns.exec_argv(ns.core)
+
+    @property
+    def learner_url(self) -> str:
+        return f"ws://{self.ns.core_learner_ip}:{self.port}"

@@ -136,10 +136,15 @@ async def test_every_rate_and_channel_count_is_in_sync_like_16k_mono(stack):
         results[(rate, channels)] = await _measure(lk, redis, f"fmt-{rate}-{channels}", pcm,
                                                    rate, channels)
     print({k: (round(a), round(b)) for k, (a, b) in results.items()})
-    base_offset, base_first = results[(16000, 1)]
+    # One reading of the A/V offset at a Python learner is good to about +-20 ms under load (the
+    # exact comparison is test_the_resampler_costs_no_time_and_shifts_nothing): every format
+    # within +-60 ms, together within +-40 ms, and none apart from the others by more than 40.
+    offsets = np.array([o for o, _ in results.values()])
+    base_first = results[(16000, 1)][1]
     for fmt, (offset, first) in results.items():
-        assert abs(offset) <= 40, f"{fmt}: A/V offset {offset:+.0f} ms"
-        assert abs(offset - base_offset) <= 25, f"{fmt}: {offset:+.0f} vs 16k mono {base_offset:+.0f}"
-        # a room adds +-40 ms of its own (ticks, Opus frames, the learner's jitter buffer); the
-        # exact check is test_the_resampler_costs_no_time_and_shifts_nothing
+        assert abs(offset) <= 60, f"{fmt}: A/V offset {offset:+.0f} ms"
+        assert abs(offset - np.median(offsets)) <= 40, f"{fmt}: {offset:+.0f} ms vs {offsets}"
+        # a room adds +-40 ms of its own to when sound is first heard (ticks, Opus frames, the
+        # learner's jitter buffer); the stereo stream came 150 ms late
         assert first - base_first <= 80, f"{fmt}: first audio {first:.0f} ms vs {base_first:.0f}"
+    assert abs(float(np.mean(offsets))) <= 40, offsets

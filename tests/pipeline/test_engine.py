@@ -181,6 +181,10 @@ def test_a_stall_is_an_underrun_with_silence_not_a_crash(engine, speech):
     assert len(verbatim) >= len(sent) - 4 * (st.accelerated + st.expanded)
     order = [next(j for j, q in enumerate(played) if np.array_equal(sent[i], q)) for i in verbatim]
     assert order == sorted(order)
+    # what played, less what stretching added or saved, is the sender's 2 s: the position the
+    # voice agent is told
+    out = [f for f in frames if f.audio is not None]
+    assert abs(sum(len(f.audio) for f in out) / RATE - sum(f.stretch_s for f in out) - 2.0) < 0.041
 
 
 def _offset_ms(asset, frames) -> float:
