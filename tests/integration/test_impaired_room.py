@@ -38,7 +38,8 @@ WHY_NOT = netns.available()
 @pytest.fixture(scope="module")
 def impaired(redis_server):
     if WHY_NOT:
-        pytest.skip(f"network namespaces cannot be made here: {WHY_NOT}")
+        pytest.skip(f"network namespaces cannot be made here ({WHY_NOT}); it runs as root "
+                    "with iproute2 (ip netns, veth) and nftables, as on the project's machines")
     port = free_port()
     with netns.Namespaces() as ns, NamespacedLiveKitServer(ns) as lk, AvatarWorkerProcess(
             lk, redis_server.url, WORKER, capacity=2,
