@@ -12,4 +12,4 @@ lint: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest -q -p no:cacheprovider
+	.venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=20
