@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import numpy as np
 from livekit import rtc
@@ -22,7 +23,9 @@ from livekit.agents.types import (
     TOPIC_TRANSCRIPTION,
 )
 
+from agent.transcript import TranscriptWriter
 from avatar_pipeline.asr import RATE, transcribe, whisper_model
+from config.fleet import TranscriptEntry
 from config.logs import get_logger
 from config.metrics import counter
 
@@ -32,9 +35,11 @@ CAPTIONS = counter("avatar_captions_total", "Learner utterances transcribed, by 
 
 class LearnerCaptions:
     def __init__(self, room: rtc.Room, speech_rms: float = 330.0, end_silence_s: float = 0.6,
-                 max_utterance_s: float = 15.0, **log_ids) -> None:
+                 max_utterance_s: float = 15.0, transcript: TranscriptWriter | None = None,
+                 **log_ids) -> None:
         whisper_model()  # fail at session start, not at the first word
         self.room = room
+        self.transcript = transcript
         self.speech_rms, self.end_silence_s, self.max_s = speech_rms, end_silence_s, max_utterance_s
         self.log = get_logger("agent.captions", **log_ids)
         self._ids = itertools.count(1)
@@ -67,11 +72,13 @@ class LearnerCaptions:
             total = sum(len(b) for b in buf) / RATE
             if quiet >= self.end_silence_s or total >= self.max_s:
                 pcm, buf, quiet = np.concatenate(buf), [], 0.0
-                task = asyncio.create_task(self._caption(pcm, track_sid, identity))
+                ended = time.time()
+                task = asyncio.create_task(self._caption(pcm, track_sid, identity, ended))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _caption(self, pcm: np.ndarray, track_sid: str, identity: str) -> None:
+    async def _caption(self, pcm: np.ndarray, track_sid: str, identity: str,
+                       ended: float) -> None:
         async with self._lock:
             try:
                 text = await asyncio.to_thread(transcribe, pcm)
@@ -85,6 +92,10 @@ class LearnerCaptions:
         CAPTIONS.labels("ok").inc()
         self.log.info("captions.utterance", participant=identity, chars=len(text),
                       seconds=round(len(pcm) / RATE, 2))
+        if self.transcript is not None:
+            self.transcript.add(TranscriptEntry(
+                speaker="learner", identity=identity, start=ended - len(pcm) / RATE, end=ended,
+                text=text, language="en", source="captions"))
         await self.room.local_participant.send_text(text, topic=TOPIC_TRANSCRIPTION, attributes={
             ATTRIBUTE_TRANSCRIPTION_TRACK_ID: track_sid,
             ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID: f"learner-{next(self._ids)}",

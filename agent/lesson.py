@@ -29,9 +29,10 @@ from livekit.agents.types import (
 )
 from pydantic import ValidationError
 
+from agent.transcript import TranscriptWriter, wall_time
 from avatar_pipeline.engine import EngineSession
 from avatar_pipeline.tts.voices import engine_for, sentences
-from config.fleet import AVATAR_AUDIO_TRACK, RPC_SAY, SAY_TOPIC, SayRequest
+from config.fleet import AVATAR_AUDIO_TRACK, RPC_SAY, SAY_TOPIC, SayRequest, TranscriptEntry
 from config.logs import get_logger
 from config.metrics import counter
 
@@ -52,9 +53,12 @@ def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 
 class LessonSpeaker:
-    def __init__(self, room: rtc.Room, session: EngineSession, tts=None, **log_ids) -> None:
-        """``tts``: one engine for every request (else each voice's, ``tts.voices``)."""
+    def __init__(self, room: rtc.Room, session: EngineSession, tts=None,
+                 transcript: TranscriptWriter | None = None, **log_ids) -> None:
+        """``tts``: one engine for every request (else each voice's, ``tts.voices``);
+        ``transcript``: where the lesson's record of what the tutor said goes."""
         self.room = room
+        self.transcript = transcript
         self.session = session
         self.tts = tts
         self.log = get_logger("agent.lesson", **log_ids)
@@ -138,7 +142,7 @@ class LessonSpeaker:
                     plan = caption_plan(part, speech)
                     if i and plan:  # the space between this sentence and the one before
                         plan[0] = (plan[0][0], " " + plan[0][1])
-                    cues.put_nowait((plan, started))
+                    cues.put_nowait((plan, started, speech.duration_s))
                     if i == 0:
                         self.log.info("lesson.first_audio_queued", voice=used,
                                       ms=round(1000 * (time.monotonic() - t0), 1))
@@ -157,13 +161,17 @@ class LessonSpeaker:
         captioned."""
         loop = asyncio.get_running_loop()
         writer = None
+        said: list[str] = []
+        first = end = None  # loop times the speech that played started and ends
         try:
             while (item := await cues.get()) is not None:
-                plan, started = item
+                plan, started, duration_s = item
                 try:
                     t0 = await asyncio.wait_for(started, self.caption_wait_s)
                 except TimeoutError:
                     break
+                first, end = first if first is not None else t0, t0 + duration_s
+                said += [chunk for _at, chunk in plan]
                 if writer is None:
                     writer = await self.room.local_participant.stream_text(
                         topic=TOPIC_TRANSCRIPTION, attributes=self._caption_attrs(req))
@@ -174,6 +182,11 @@ class LessonSpeaker:
                 await writer.aclose(attributes={ATTRIBUTE_TRANSCRIPTION_FINAL: "true"})
         except Exception as exc:  # the room went away mid-caption: the speech still played
             self.log.info("lesson.caption_failed", error=repr(exc))
+        if self.transcript is not None and first is not None:
+            self.transcript.add(TranscriptEntry(
+                speaker="tutor", identity=self.room.local_participant.identity,
+                start=wall_time(first, loop), end=wall_time(end, loop),
+                text="".join(said).strip(), language=req.language, source="say"))
 
     def _caption_attrs(self, req: SayRequest) -> dict[str, str]:
         attrs = {ATTRIBUTE_TRANSCRIPTION_FINAL: "false",

@@ -21,6 +21,7 @@ from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 from agent.audio_in import VoiceAgentReceiver
 from agent.lesson import LessonSpeaker
 from agent.sync import EngineSynchronizer
+from agent.transcript import VoiceAgentTranscripts
 from agent.video_gen import EngineVideoGenerator
 from agent.viseme_stream import VisemeStream
 from config.fleet import AVATAR_AUDIO_TRACK, AVATAR_VIDEO_TRACK, DispatchMetadata
@@ -110,11 +111,15 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     gen.av_sync = runner.av_sync
     if server.settings.worker.viseme_stream or visemes_only:
         gen.viseme_stream = VisemeStream(ctx.room, cfg.fps)
-    LessonSpeaker(ctx.room, es, lesson_id=meta.lesson_id, session_id=ctx.job.id)
+    transcript = server.transcript(meta.lesson_id, session_id=ctx.job.id)
+    LessonSpeaker(ctx.room, es, transcript=transcript, lesson_id=meta.lesson_id,
+                  session_id=ctx.job.id)
+    VoiceAgentTranscripts(ctx.room, transcript, meta.voice_agent_identity)
     if server.settings.worker.captions:
         from agent.captions import LearnerCaptions  # the model was loaded at worker start
 
-        LearnerCaptions(ctx.room, lesson_id=meta.lesson_id, session_id=ctx.job.id)
+        LearnerCaptions(ctx.room, transcript=transcript, lesson_id=meta.lesson_id,
+                        session_id=ctx.job.id)
 
     async def _on_shutdown(reason: str = "") -> None:
         try:

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 
 from agent.avatars import LessonAvatars
 from agent.pod import PodDeletionCost
+from agent.reregister import Reregistration, health_url
+from agent.transcript import TranscriptWriter
 from avatar_pipeline.avatar import AvatarRegistry
 from avatar_pipeline.avatar.fit import fit_asset
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
@@ -100,6 +102,8 @@ class AvatarServer(AgentServer):
         self._serving = False  # set once the engine is up and the worker is in its pool
         # on Kubernetes, the pod's deletion cost follows its sessions (agent/pod.py)
         self._pod = PodDeletionCost.in_cluster() if settings.worker.pod_deletion_cost else None
+        self._tasks: set[asyncio.Task] = set()
+        self.on("worker_registered", self._on_registered)
 
     @property
     def engine(self) -> AvatarEngine:
@@ -148,10 +152,31 @@ class AvatarServer(AgentServer):
                       agent_name=agent_name(self.worker_id))
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="fleet-heartbeat")
         self._serving = True
+        # back in LiveKit the moment it answers after an outage, not on the SDK's backoff
+        rereg = asyncio.create_task(Reregistration(
+            self, health_url(self.settings.livekit.url)).run(), name="livekit-reregistration")
         try:
             await super().run(devmode=devmode, unregistered=unregistered)
         finally:
+            rereg.cancel()
             await self._stop_heartbeat()
+
+    def _on_registered(self, *_info) -> None:
+        """Registered with LiveKit (at start, and again after LiveKit came back): dispatches
+        LiveKit got for us meanwhile were dropped; have the router send them again now."""
+        task = asyncio.get_running_loop().create_task(self._redispatch_unconfirmed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _redispatch_unconfirmed(self) -> None:
+        try:
+            n = await self.fleet.redispatch_unconfirmed()
+        except REDIS_ERRORS as exc:  # the reconciler still retries them after the lease
+            self.log.warning("fleet.redispatch_failed", error=str(exc))
+            return
+        if n:
+            self.log.info("fleet.redispatch_requested", lessons=n,
+                          why="registered with LiveKit; earlier dispatches were dropped")
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.worker.heartbeat_interval_s
@@ -317,6 +342,10 @@ class AvatarServer(AgentServer):
             self._voices.pop(lesson_id, None)
         if (s := self._sessions.get(lesson_id)) is not None and s[0] == fence:
             del self._sessions[lesson_id]
+
+    def transcript(self, lesson_id: str, **log_ids) -> TranscriptWriter:
+        """Where a session writes its lesson's transcript (Redis, on the worker's loop)."""
+        return TranscriptWriter(self.redis, self._loop, lesson_id, **log_ids)
 
     async def _on_worker_loop(self, coro):
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))

@@ -1,7 +1,8 @@
 """Worker faults -> avatar back in the room: repeated SIGKILLs and freezes (SIGSTOP past the
 heartbeat ttl, then SIGCONT) of the serving worker, and restarts of LiveKit and of Redis (from
 its append-only file), each down 5 s, with the real livekit-server, Redis, two avatar workers
-and a router (heartbeat ttl 3 s, reconcile every second, disconnect grace 1.2 s). After each
+and a router (heartbeat ttl 3 s, reconcile every second, disconnect grace 1.2 s); LiveKit
+also down 30 s (``livekit_restart_long``). After each
 kill the dead worker is restarted under the same id (a new epoch); a frozen worker is resumed
 and must not take the room back.
 
@@ -37,7 +38,8 @@ from scripts.servers import (  # noqa: E402
 )
 
 WORKER_FAULTS = ("kill", "freeze")
-SERVER_FAULTS = ("livekit_restart", "redis_restart")
+SERVER_FAULTS = ("livekit_restart", "livekit_restart_long", "redis_restart")
+DOWN_S = {"livekit_restart": 5.0, "livekit_restart_long": 30.0, "redis_restart": 5.0}
 FAULTS = WORKER_FAULTS + SERVER_FAULTS
 GOAL_P99_S = 2.0  # issue 11: worker death -> avatar back, p99
 
@@ -76,7 +78,8 @@ async def run(rounds: int, faults: tuple[str, ...] = FAULTS) -> dict:
                 if fault in WORKER_FAULTS:
                     r = await kill_and_time_recovery(router, workers, f"fo-{i}", fault=fault)
                 else:
-                    r = await server_fault_recovery(router, lk, redis, f"fo-{i}", fault)
+                    r = await server_fault_recovery(router, lk, redis, f"fo-{i}", fault,
+                                                    down_s=DOWN_S[fault])
                 rows.append(r)
                 if fault == "kill":
                     workers[r["faulted"]] = worker(r["faulted"])  # back, under a new epoch
@@ -94,12 +97,14 @@ async def run(rounds: int, faults: tuple[str, ...] = FAULTS) -> dict:
         by_fault["redis_restart"]["avatar_stayed"] = sum(bool(r.get("avatar_stayed"))
                                                          for r in redis_rows)
     return {"benchmark": "failover", "machine": machine(), "heartbeat_ttl_s": 3,
-            "reconcile_interval_s": 1, "disconnect_grace_s": 1.2, "server_down_s": 5.0,
+            "reconcile_interval_s": 1, "disconnect_grace_s": 1.2, "server_down_s": DOWN_S,
             "measures": {
                 "kill": "SIGKILL of the serving worker -> its avatar back from the other worker",
                 "freeze": "SIGSTOP of the serving worker -> avatar back from the other worker",
                 "livekit_restart": "LiveKit back (after 5 s down) -> the re-joined learner "
                                    "has the avatar",
+                "livekit_restart_long": "the same after 30 s down (livekit-agents' own "
+                                        "reconnect backoff is 10 s by then)",
                 "redis_restart": "Redis back from its AOF (after 5 s down) -> a join answers "
                                  "200 with the avatar live"},
             "rounds": rows, "by_fault": by_fault,

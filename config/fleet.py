@@ -26,6 +26,9 @@ key                            type    meaning
                                        moved by compare-and-set when a pool is full); the
                                        lesson's hash lives in that pool
 ``router:canary``              hash    ``percent`` (0-100) of user buckets sent to canary pools
+``{lesson:<id>}:transcript``   stream  the lesson's transcript (:class:`TranscriptEntry` as JSON
+                                       in field ``e``), written by its worker, read by routers;
+                                       expires a week after its last line
 =============================  ======  =====================================================
 
 A pool is a region (``R``) or its canary (``R-canary``, :func:`canary_pool`): canary workers
@@ -202,6 +205,32 @@ class SayRequest(BaseModel):
         return v
 
 
+# A lesson's transcript: one Redis stream per lesson, written by the worker serving it (field
+# ``e``: a TranscriptEntry as JSON), read by the router's GET /v1/lessons/{id}/transcript. Its
+# own hash tag, not the pool's: it outlives the lesson's assignment and any move between pools.
+TRANSCRIPT_MAXLEN = 5000  # entries kept per lesson (approximate trimming)
+TRANSCRIPT_TTL_S = 7 * 24 * 3600  # kept this long after the lesson's last line
+
+
+def transcript_key(lesson_id: str) -> str:
+    return "{lesson:" + lesson_id + "}:transcript"
+
+
+class TranscriptEntry(BaseModel):
+    """One line of a lesson's transcript: what was said, by whom, and when it played (Unix
+    seconds, the worker's clock)."""
+
+    speaker: Literal["tutor", "learner"]
+    identity: str = Field(description="the participant who spoke (the avatar for lesson text)")
+    start: float
+    end: float
+    text: str
+    language: str | None = None
+    source: Literal["say", "voice_agent", "captions"] = Field(
+        description="say: lesson text our TTS spoke; voice_agent: the voice agent's own "
+                    "transcription; captions: the worker's captions of a learner")
+
+
 @dataclass(frozen=True)
 class PoolKeys:
     """Every Redis key of one region's pool."""
@@ -280,6 +309,7 @@ class FleetMember:
         self._script = redis.register_script(lua_source("heartbeat"))
         self._release = redis.register_script(lua_source("release"))
         self._session = redis.register_script(lua_source("session"))
+        self._redispatch = redis.register_script(lua_source("redispatch"))
 
     async def register(self) -> int:
         """Start a new epoch for this worker id (a restart is a new epoch) and heartbeat."""
@@ -338,6 +368,14 @@ class FleetMember:
         if r == "adopted":  # and its home pointer, unless a router already placed it
             await self.redis.set(lesson_home_key(lesson_id), self.region, nx=True)
         return r
+
+    async def redispatch_unconfirmed(self) -> int:
+        """Just registered with LiveKit: reopen this worker's dispatches that are not confirmed
+        live, so the router sends them again now (``config/lua/redispatch.lua``)."""
+        k = self.keys
+        return int(await self._redispatch(
+            keys=[k.worker_lessons(self.worker_id), k.dispatch_pending],
+            args=[self.worker_id, k.prefix]))
 
     async def check_lessons(self, lessons: dict[str, int]) -> dict[str, str]:
         """Of ``lesson id -> fence`` held here: ``ok`` (still ours), ``superseded`` (the lesson

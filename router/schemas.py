@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from config.avatars import AVATAR_ID_PATTERN
-from config.fleet import SayRequest
+from config.fleet import SayRequest, TranscriptEntry
 
 USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
 # control, format (bidi overrides, zero-width), private-use, surrogate and unassigned code points
@@ -110,6 +110,13 @@ class VoicesResponse(BaseModel):
 class SayResponse(BaseModel):
     lesson_id: str
     sent: bool
+
+
+class TranscriptResponse(BaseModel):
+    lesson_id: str
+    started_at: float | None = Field(description="Unix seconds the first line started; the "
+                                                 "SRT and WebVTT cue times count from it")
+    lines: list[TranscriptEntry]
 
 
 class ReleaseResponse(BaseModel):

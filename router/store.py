@@ -11,7 +11,15 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from config.fleet import CANARY_KEY, PoolKeys, lesson_home_key, lua_source
+from config.fleet import (
+    CANARY_KEY,
+    TRANSCRIPT_MAXLEN,
+    PoolKeys,
+    TranscriptEntry,
+    lesson_home_key,
+    lua_source,
+    transcript_key,
+)
 
 LUA_DIR = Path(__file__).with_name("lua")
 SCRIPTS = ("assign", "release", "confirm", "sweep", "move_home")
@@ -151,6 +159,14 @@ class FleetStore:
         if not h:
             return None
         return pool, {_s(a): _s(b) for a, b in h.items()}
+
+    async def transcript(self, lesson_id: str, limit: int = TRANSCRIPT_MAXLEN
+                         ) -> list[TranscriptEntry]:
+        """The lesson's transcript lines, oldest first (by when they started playing)."""
+        rows = await self.redis.xrange(transcript_key(lesson_id), count=limit)
+        lines = [TranscriptEntry.model_validate_json(raw) for _id, fields in rows
+                 if (raw := fields.get(b"e") or fields.get("e"))]
+        return sorted(lines, key=lambda e: e.start)
 
     async def place(self, lesson_id: str, pools: list[str], *,
                     opts: LessonOptions = NO_OPTIONS, min_fence: int = 0) -> Placement:

@@ -156,13 +156,14 @@ async def server_fault_recovery(router: RouterProcess, livekit, redis, lesson: s
     ident = joined["avatar_identity"]
     try:
         await _wait_avatar(room, ident, limit_s)
-        server = livekit if fault == "livekit_restart" else redis
+        on_livekit = fault.startswith("livekit_restart")
+        server = livekit if on_livekit else redis
         server.kill()
         await asyncio.sleep(down_s)
         server.start()
         t_back = time.monotonic()
         out = {"lesson": lesson, "fault": fault, "down_s": down_s}
-        if fault == "livekit_restart":
+        if on_livekit:
             await room.disconnect()
             again = await asyncio.to_thread(join, router, lesson)
             room = rtc.Room()

@@ -1,12 +1,14 @@
-"""Lessons: join (assign a worker, dispatch the avatar, mint the learner's token), say, release."""
+"""Lessons: join (assign a worker, dispatch the avatar, mint the learner's token), say, transcript,
+release."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 from livekit import api as lkapi
 
 from config.fleet import SayRequest, avatar_identity, pool_region, room_name
@@ -30,9 +32,11 @@ from router.schemas import (
     ReleaseResponse,
     SayBody,
     SayResponse,
+    TranscriptResponse,
 )
 from router.service import DispatchFailed, NoCapacity, UnknownRegion
 from router.store import LessonOptions
+from router.transcript import to_srt, to_vtt
 
 log = get_logger("router.api")
 routes = APIRouter(prefix="/v1/lessons", tags=["lessons"], dependencies=[backend])
@@ -111,6 +115,29 @@ async def say(lesson_id: LessonId, body: SayBody, router: RouterDep) -> SayRespo
     log.info("say", lesson_id=lesson_id, worker_id=got[1].get("worker"),
              fence=int(got[1].get("fence", 0)), region=region, chars=len(body.text))
     return SayResponse(lesson_id=lesson_id, sent=True)
+
+
+@routes.get("/{lesson_id}/transcript", response_model=TranscriptResponse,
+            responses={**ERRORS, 404: {"model": ErrorBody},
+                       200: {"content": {"application/x-subrip": {}, "text/vtt": {}}}})
+async def transcript(lesson_id: LessonId, router: RouterDep,
+                     format: Annotated[Literal["json", "srt", "vtt"], Query(
+                         description="json (timed lines), srt (SubRip) or vtt (WebVTT)")] = "json",
+                     ) -> Response:
+    """What the tutor and the learners said, timed: lesson text as it played, the voice
+    agent's transcriptions, the worker's captions of learners. Kept a week after the lesson's
+    last line (also after the lesson is released). 404 ``no_transcript`` for a lesson that is
+    not assigned and has no lines."""
+    lines = await router.store.transcript(lesson_id)
+    if not lines and await router.store.lesson(lesson_id) is None:
+        raise ApiError(404, "no_transcript", "no such lesson, or nothing said in it")
+    if format == "srt":
+        return Response(to_srt(lines), media_type="application/x-subrip")
+    if format == "vtt":
+        return Response(to_vtt(lines), media_type="text/vtt")
+    body = TranscriptResponse(lesson_id=lesson_id,
+                              started_at=lines[0].start if lines else None, lines=lines)
+    return JSONResponse(body.model_dump(mode="json"))
 
 
 @routes.delete("/{lesson_id}", response_model=ReleaseResponse, responses=ERRORS)

@@ -13,9 +13,18 @@ import urllib.request
 
 import numpy as np
 import pytest
+import redis as redis_sync
 from livekit import api, rtc
 
-from config.fleet import RPC_SAY, SAY_TOPIC, SayRequest, avatar_identity, room_name
+from config.fleet import (
+    RPC_SAY,
+    SAY_TOPIC,
+    SayRequest,
+    TranscriptEntry,
+    avatar_identity,
+    room_name,
+    transcript_key,
+)
 from scripts.room_probe import Learner, dispatch, reference_lag_ms, speak, voice_agent
 from scripts.servers import AvatarWorkerProcess, free_port
 
@@ -41,6 +50,16 @@ async def backend_say(lk, lesson: str, req: SayRequest) -> None:
             room=room_name(lesson), data=req.model_dump_json().encode(),
             kind=api.DataPacket.Kind.RELIABLE, destination_identities=[avatar_identity(lesson)],
             topic=SAY_TOPIC))
+
+
+async def transcript(redis_url: str, lesson: str, n: int, timeout: float = 10
+                     ) -> list[TranscriptEntry]:  # noqa: ASYNC109
+    """The lesson's transcript lines in Redis, once there are ``n``."""
+    r = redis_sync.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while len(rows := r.xrange(transcript_key(lesson))) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return [TranscriptEntry.model_validate_json(f[b"e"]) for _id, f in rows]
 
 
 async def test_voice_agent_drives_lip_sync_and_av_stay_in_sync(stack):
@@ -161,6 +180,13 @@ async def test_lesson_text_is_spoken_with_a_transcription(stack):
         said, attrs = learner.transcripts[0]
         assert said == text
         assert attrs["lk.transcribed_track_id"] == learner.tracks["avatar_audio"].sid
+        # and the lesson's transcript has it, timed as it played
+        [line] = await transcript(redis.url, lesson, 1)
+        assert (line.speaker, line.text, line.language, line.source) == (
+            "tutor", text, "es", "say")
+        assert line.identity == avatar_identity(lesson)
+        wall_say = time.time() - (time.monotonic() - t_say)
+        assert wall_say < line.start < wall_say + 5 and line.end - line.start > 1.5
         mouth, audio = learner.window(t_say, time.monotonic())
         assert np.percentile(audio, 75) > 0.02, "the avatar speaks the text"
         assert np.max(mouth) > 5, "with its mouth"
@@ -258,5 +284,9 @@ async def test_learner_speech_is_captioned(stack):
         # ("good morning" -> "we got more than"); most of the content must come through
         assert len({"morning", "teacher", "finished", "homework"} & words) >= 3, text
         assert attrs["lk.transcribed_track_id"] == learner.mic.sid
+        [line] = await transcript(redis.url, lesson, 1)
+        assert (line.speaker, line.identity, line.text, line.source) == (
+            "learner", learner.room.local_participant.identity, text, "captions")
+        assert 2.0 < line.end - line.start < 6.0, "the utterance's span"
     finally:
         await learner.leave(lk)

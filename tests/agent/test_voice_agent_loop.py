@@ -10,7 +10,9 @@ worker and the router are real."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -35,6 +37,15 @@ RULES = (
     (("story", "tell"), STORY),  # tiny.en on espeak's voice may mishear one of them
 )
 FALLBACK = "Of course. What is your question?"
+
+
+def _transcript(router: RouterProcess, fmt: str):
+    req = urllib.request.Request(
+        f"http://{router.address}/v1/lessons/{LESSON}/transcript?format={fmt}",
+        headers={"X-API-Key": DEV_API_KEY})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        body = r.read().decode()
+    return json.loads(body) if fmt == "json" else body
 
 
 async def _heard(learner: Learner, t0: float, seconds: float, share: float = 0.3) -> bool:
@@ -131,6 +142,22 @@ async def test_a_voice_agent_hears_the_learner_and_barge_in_clears_the_avatar(
             await asyncio.wait_for(reply.wait_for_playout(), 20)
             assert not reply.interrupted
             assert not finished[-1].interrupted
+
+            # the lesson's transcript, from the router: the agent's replies as the tutor's
+            # lines, its speech-to-text of the learner as the learner's, in the order said
+            lines = (await asyncio.to_thread(_transcript, router, "json"))["lines"]
+            said = [(x["speaker"], x["text"]) for x in lines]
+            tutor = [t for who, t in said if who == "tutor"]
+            assert any("finishing your homework" in t for t in tutor), said
+            # the story as far as it played: the learner cut it (its first sentence or more)
+            assert any(t.startswith("Once upon a time") and len(t) < len(STORY)
+                       for t in tutor), said
+            assert any(who == "learner" and "homework" in t.lower() for who, t in said), said
+            assert all(x["source"] == "voice_agent" for x in lines), lines
+            first_reply = next(i for i, t in enumerate(said) if "finishing your" in t[1])
+            assert any(w == "learner" for w, _ in said[:first_reply]), "asked before answered"
+            vtt = await asyncio.to_thread(_transcript, router, "vtt")
+            assert vtt.startswith("WEBVTT") and "<v Learner>" in vtt and "<v Tutor>" in vtt
         finally:
             await mic.aclose()
             await session.aclose()

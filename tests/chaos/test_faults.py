@@ -161,9 +161,10 @@ async def test_livekit_restart_brings_the_avatar_back(fleet, down_s):
         await learner.join(fleet.lk, lesson, j2["token"])
         await wait_avatar(learner, lesson, None, 20)
         back_s = time.monotonic() - t_back
-        # The worker re-registers with LiveKit on livekit-agents' own backoff (min(2 n, 10) s
-        # between attempts, not configurable), which bounds this: 6-10 s after a 5 s outage.
-        assert back_s <= 15, f"the avatar came back {back_s:.1f} s after LiveKit"
+        # the issue's goal: one avatar within 5 s of the fault clearing. The worker registers
+        # again as soon as LiveKit answers (agent/reregister.py), not on livekit-agents' own
+        # backoff (up to 10 s between attempts after a long outage).
+        assert back_s <= 5, f"the avatar came back {back_s:.1f} s after LiveKit"
         seen = await watch(learner, lesson, 3.0)
         assert set(seen) == {j["worker_id"]}, "one avatar, and it stays"
         assert fleet.lesson(lesson)["dispatch_state"] == "live"

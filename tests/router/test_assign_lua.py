@@ -218,3 +218,27 @@ async def test_sweep_finds_dead_workers_and_fixes_load(store, redis_client):
         k.worker_lessons("live"))
     assert await redis_client.zscore(k.workers_seen, "gone") is None  # forgotten
     assert set(stale) == set()  # claims are younger than the lease
+
+
+async def test_a_worker_back_in_livekit_has_its_unconfirmed_dispatches_sent_again(
+        store, redis_client):
+    """LiveKit answers a dispatch for an agent with no registered worker as taken and drops
+    it: once the worker registers (again), its lessons not yet live are claimable at once,
+    not after the lease; live ones and other workers' stay as they are."""
+    m1 = await member(redis_client, "w1", capacity=5)
+    a1 = await store.assign("local", "l1")  # w1: dispatched, LiveKit "took" it
+    await store.confirm("local", "l1", a1.fence, ok=True, dispatch_id="AD_lost")
+    a2 = await store.assign("local", "l2")  # w1: its avatar is live
+    await store.confirm("local", "l2", a2.fence, ok=True, dispatch_id="AD_ok")
+    assert await m1.report_session("l2", a2.fence, "live") == "ok"
+    m2 = await member(redis_client, "w2", capacity=5)
+    assert (await store.assign("local", "l3")).worker_id == "w2"  # the least loaded
+    assert {(await store.assign("local", x)).worker_id for x in ("l1", "l2")} == {"w1"}
+    assert not (await store.assign("local", "l1")).must_dispatch, "within the lease: wait"
+
+    assert await m1.redispatch_unconfirmed() == 1
+    again = await store.assign("local", "l1")
+    assert again.must_dispatch and again.fence == a1.fence, "sent again now, same fence"
+    assert (await store.assign("local", "l2")).live, "a live avatar is left alone"
+    assert await m2.redispatch_unconfirmed() == 1  # its own l3 only
+    assert (await store.assign("local", "l2")).live
