@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shlex
 import shutil
+import tempfile
 import time
 import urllib.parse
 
@@ -66,17 +69,21 @@ class BrowserLearner:
     def __init__(self, lk, lesson: str, identity: str = "learner-browser",
                  who: str | None = None, size: int | None = None, crop=None,
                  room: str | None = None, measure: bool = True, mic_wav=None,
-                 autoplay: bool = True, page: str = "learner.html") -> None:
+                 autoplay: bool = True, page: str = "learner.html",
+                 netns: str | None = None, url: str | None = None) -> None:
         """Joins ``lesson``'s room (or ``room``) and measures the tutor (or the participant
         ``who``, whose frames are ``size`` wide, measured in ``crop`` = (rows, columns)).
         ``measure=False``: no measuring; the page's microphone plays ``mic_wav`` (a 16-bit WAV,
         looped by Chromium) or is off; ``autoplay=False`` blocks audio until a click. ``page``:
-        which page of ``web/`` (``visemes.html`` draws the tutor from its viseme stream)."""
+        which page of ``web/`` (``visemes.html`` draws the tutor from its viseme stream).
+        ``netns``: run Chromium, and serve the page, inside that network namespace (an
+        impaired-room test's learner), joining LiveKit at ``url``."""
         self.lk, self.lesson, self.identity = lk, lesson, identity
         self.who, self.size, self.crop = who, size, crop
         self.room = room or room_name(lesson)
         self.measure, self.mic_wav, self.autoplay = measure, mic_wav, autoplay
         self.page_name = page
+        self.netns, self.lk_url = netns, url or lk.url
         self.record: dict = {}
 
     async def __aenter__(self) -> BrowserLearner:
@@ -84,7 +91,7 @@ class BrowserLearner:
 
         if not (WEB / "vendor" / "livekit-client.umd.js").exists():
             raise RuntimeError("web/vendor/livekit-client.umd.js is missing: run scripts/setup.sh")
-        self._http = serve_web()
+        self._http = serve_web(netns=self.netns)
         self._pw = await async_playwright().start()
         args = ["--no-sandbox", "--autoplay-policy=" + (
             "no-user-gesture-required" if self.autoplay else "document-user-activation-required")]
@@ -92,10 +99,10 @@ class BrowserLearner:
             args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                      f"--use-file-for-fake-audio-capture={self.mic_wav}"]
         self._browser = await self._pw.chromium.launch(
-            executable_path=chromium_path(), headless=True, args=args)
+            executable_path=self._chromium(), headless=True, args=args)
         self.page = await self._browser.new_page()
         self._cdp = await self.page.context.new_cdp_session(self.page)
-        query = {"url": self.lk.url, "token": token(self.lk, self.identity, self.room)}
+        query = {"url": self.lk_url, "token": token(self.lk, self.identity, self.room)}
         if self.measure:
             crop = self.crop or mouth_crop(AvatarRegistry().default())
             query["measure"] = f"{crop[1].start},{crop[0].start},{crop[1].stop},{crop[0].stop}"
@@ -116,6 +123,18 @@ class BrowserLearner:
         if not state[0]:
             raise RuntimeError(f"the learner page did not join: {state[1]}")
         return self
+
+    def _chromium(self) -> str:
+        """Chromium, or a launcher that starts it inside ``self.netns`` (Playwright talks to
+        it over inherited pipes, which ``ip netns exec`` keeps)."""
+        if self.netns is None:
+            return chromium_path()
+        self._launcher = tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False)
+        self._launcher.write(f'#!/bin/sh\nexec ip netns exec {shlex.quote(self.netns)} '
+                             f'{shlex.quote(chromium_path())} "$@"\n')
+        self._launcher.close()
+        os.chmod(self._launcher.name, 0o755)
+        return self._launcher.name
 
     async def js(self, expression: str):
         """The value of a JavaScript expression in the page, read as a script and not as the
@@ -168,10 +187,14 @@ class BrowserLearner:
         self.record = rec
         return rec
 
-    def playout_estimate_skew_ms(self) -> float | None:
+    def playout_estimate_skew_ms(self, t0_ms: float | None = None,
+                                 t1_ms: float | None = None) -> float | None:
         """WebRTC's own view (getStats ``estimatedPlayoutTimestamp``): how much later the
-        capture time of the video on screen is than that of the audio playing, median."""
-        rows = [r for r in self.record.get("playoutEstimate", []) if r[1] and r[2]]
+        capture time of the video on screen is than that of the audio playing, median (of
+        the readings between page times ``t0_ms`` and ``t1_ms``, when given)."""
+        lo, hi = t0_ms if t0_ms is not None else -np.inf, t1_ms if t1_ms is not None else np.inf
+        rows = [r for r in self.record.get("playoutEstimate", [])
+                if r[1] and r[2] and lo <= r[0] < hi]
         return float(np.median([r[2] - r[1] for r in rows])) if rows else None
 
     async def receive_stats(self) -> dict:
@@ -214,6 +237,8 @@ class BrowserLearner:
         with contextlib.suppress(Exception):
             await self._pw.stop()
         self._http.shutdown()
+        if getattr(self, "_launcher", None) is not None:
+            os.unlink(self._launcher.name)
 
 
 async def browser_skew_ms(lk, room: str, seconds: float = 6.0) -> float:

@@ -4,20 +4,29 @@ LiveKit over a veth pair. Every address is a private one on an interface inside 
 the test made (the root-side veth ends are the routes in); everything is deleted afterwards.
 
 Impairment is what this kernel can do (see ../shared/ops-tools.md): random loss with nftables
-on the namespaces' ingress hooks, and a stall as a drop-everything rule for a while. ``tc
-netem`` is not built into this kernel, so delay and jitter are not made here.
+on the namespaces' ingress hooks, a stall as a drop-everything rule for a while, and delay with
+jitter through NFQUEUE (iptables in the namespace, :mod:`scripts.netns_delay` holding packets in
+userspace), since ``tc netem`` is not built into this kernel.
 
     with Namespaces() as ns:
         ns.exec_argv(ns.learner)  # ["ip", "netns", "exec", <name>]
         ns.loss(3)                # 3 % of packets into LiveKit and into the learner
         await ns.stall(0.5)       # nothing passes for 500 ms
+        with ns.delay(60, 30):    # 60 ms + jitter into LiveKit and into the learner
+            ...
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class NamespaceError(RuntimeError):
@@ -38,6 +47,25 @@ def available() -> str | None:
     try:
         _run("ip", "netns", "add", probe)
         _run("ip", "netns", "exec", probe, "nft", "list", "tables")
+    except (NamespaceError, OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return None
+
+
+def delay_available() -> str | None:
+    """None if :meth:`Namespaces.delay` works here (netfilterqueue built, iptables' NFQUEUE
+    target in a namespace), else why not."""
+    try:
+        import netfilterqueue  # noqa: F401  (only imported to see that it is there)
+    except ImportError as exc:
+        return f"netfilterqueue is not installed ({exc}; scripts/setup.sh builds it)"
+    probe = f"avdprobe{os.getpid() % 100000}"
+    try:
+        _run("ip", "netns", "add", probe)
+        _run("ip", "netns", "exec", probe, "iptables", "-A", "INPUT", "-p", "udp", "-j",
+             "NFQUEUE", "--queue-num", "1", "--queue-bypass")
     except (NamespaceError, OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     finally:
@@ -131,6 +159,41 @@ class Namespaces:
             await asyncio.sleep(seconds)
         finally:
             self.loss(before)
+
+    @contextlib.contextmanager
+    def delay(self, delay_ms: float, jitter_ms: float, seed: int = 0):
+        """UDP into LiveKit from the root side (the voice agent's and the worker's media) and
+        into the learner waits ``delay_ms`` plus a half-normal jitter of scale ``jitter_ms``
+        (:mod:`scripts.netns_delay` behind an NFQUEUE rule in each namespace), in order.
+        Yields a dict that holds, after the block, each delayer's summary by namespace."""
+        sites = ((self.core, self._veth["core_r"], 11), (self.learner, self._veth["learner"], 12))
+        procs, rules, summary = {}, [], {}
+        try:
+            for k, (ns, dev, queue) in enumerate(sites):
+                proc = subprocess.Popen(
+                    [*self.exec_argv(ns), sys.executable, "-m", "scripts.netns_delay",
+                     str(queue), str(delay_ms), str(jitter_ms), str(seed + k)],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                procs[ns] = proc
+                ready = proc.stdout.readline()
+                if '"ready"' not in ready:
+                    raise NamespaceError(f"netns_delay in {ns}: {ready}{proc.stderr.read()}")
+                rule = ["INPUT", "-i", dev, "-p", "udp", "-j", "NFQUEUE", "--queue-num",
+                        str(queue), "--queue-bypass"]
+                _run(*self.exec_argv(ns), "iptables", "-A", *rule)
+                rules.append((ns, rule))
+            yield summary
+        finally:
+            for ns, rule in rules:
+                subprocess.run([*self.exec_argv(ns), "iptables", "-D", *rule],
+                               capture_output=True)
+            for ns, proc in procs.items():
+                proc.terminate()
+                try:
+                    out, _ = proc.communicate(timeout=10)
+                    summary[ns] = json.loads(out.strip().splitlines()[-1])
+                except (subprocess.TimeoutExpired, ValueError, IndexError):
+                    proc.kill()
 
     def close(self) -> None:
         subprocess.run(["ip", "link", "del", self._veth["root"]], capture_output=True)

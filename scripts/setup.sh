@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian machine, idempotently:
-#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices (apt-get
-#      update first).
+#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices, iptables and
+#      libnetfilter-queue-dev (apt-get update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
 #   3. livekit-server v1.13.5, promtool, prometheus and helm, built with `go install` into
 #      .cache/bin (skipped when present).
@@ -21,6 +21,10 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 # pyworld (voice augmentation for the viseme corpus) builds from source
 command -v g++ >/dev/null || missing+=(g++)
+# the impaired-room test's delay and jitter: NFQUEUE (iptables) and the library the
+# netfilterqueue module builds against (tc netem is not in every kernel)
+command -v iptables >/dev/null || missing+=(iptables)
+[ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing+=(libnetfilter-queue-dev)
 # festival's English voices (made from recordings of real people) speak viseme training data
 command -v festival >/dev/null || missing+=(festival)
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
