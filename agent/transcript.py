@@ -14,11 +14,13 @@ Redis error costs that line, logged and counted, never the lesson.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from livekit import rtc
 from livekit.agents.types import (
     ATTRIBUTE_TRANSCRIPTION_FINAL,
+    ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID,
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
     TOPIC_TRANSCRIPTION,
 )
@@ -76,6 +78,9 @@ class VoiceAgentTranscripts:
                  ) -> None:
         self.room, self.writer, self.voice = room, writer, voice_identity
         self._tasks: set[asyncio.Task] = set()
+        # segment id -> when its first stream opened: a learner's line is sent as interim
+        # streams then a final one, so it started at the first
+        self._first_seen: collections.OrderedDict[str, float] = collections.OrderedDict()
         room.register_text_stream_handler(TOPIC_TRANSCRIPTION, self._on_stream)
 
     def _on_stream(self, reader: rtc.TextStreamReader, sender: str) -> None:
@@ -85,7 +90,11 @@ class VoiceAgentTranscripts:
                               kind=None if p is None else int(p.kind), attributes=attrs)
         if not self._from_voice_agent(sender, p, attrs):
             return
-        task = asyncio.create_task(self._read(reader, sender, time.time()))
+        segment = attrs.get(ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID, reader.info.stream_id)
+        start = self._first_seen.setdefault(segment, time.time())
+        while len(self._first_seen) > 256:
+            self._first_seen.popitem(last=False)
+        task = asyncio.create_task(self._read(reader, sender, start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
