@@ -174,7 +174,7 @@ class VoiceAgentReceiver(AudioReceiver):
     # -- room callbacks (event loop) -------------------------------------------------------------
     def _on_stream(self, reader: rtc.ByteStreamReader, identity: str, *,
                    waited: bool = False) -> None:
-        if self._sender is None and not waited and identity not in self._room.remote_participants:
+        if self._sender is None and not waited and not self._is_sender(identity):
             # a stream can arrive before the room has told us who its sender is (its kind)
             self._tasks.append(asyncio.create_task(self._when_known(reader, identity)))
             return
@@ -201,20 +201,14 @@ class VoiceAgentReceiver(AudioReceiver):
         self._speak_for(identity)
 
     async def _when_known(self, reader: rtc.ByteStreamReader, identity: str,
-                          limit_s: float = 2.0) -> None:
-        known = asyncio.Event()
-
-        def joined(p: rtc.RemoteParticipant) -> None:
-            if p.identity == identity:
-                known.set()
-
-        self._room.on("participant_connected", joined)
-        try:
-            if identity not in self._room.remote_participants:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(known.wait(), limit_s)
-        finally:
-            self._room.off("participant_connected", joined)
+                          limit_s: float = 5.0) -> None:
+        """Wait (up to ``limit_s``) until the room knows the stream's sender as an agent: a
+        stream can arrive before the room has told us who sent it, or what kind it is. A
+        learner never becomes an agent, so its stream is still refused, only later."""
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while (not self._is_sender(identity)  # noqa: ASYNC110 (no event says a kind arrived)
+               and asyncio.get_running_loop().time() < deadline):
+            await asyncio.sleep(0.05)
         self._on_stream(reader, identity, waited=True)
 
     def _refuse(self, identity: str) -> None:
