@@ -62,7 +62,9 @@ class Reregistration:
                     continue
                 now = time.monotonic()
                 back_since = back_since if back_since is not None else now
-                if now - back_since >= self.settle_s and now - self._last >= self.min_gap_s:
+                # the SDK may have registered during the probe: never cancel a live connection
+                if (now - back_since >= self.settle_s and now - self._last >= self.min_gap_s
+                        and self._waiting()):
                     await self.restart()
                     back_since = None
 

@@ -86,7 +86,8 @@ async def _join_or_skip(lk, lesson: str) -> RawVoiceAgent:
         await agent.join(lk, lesson)
     except rtc.ConnectError as exc:
         pytest.skip(f"no WebRTC path from the root namespace to LiveKit at {lk.url} before any "
-                    f"impairment ({exc}); what LiveKit tried: {_candidates(lk.logfile)}")
+                    f"impairment ({exc}); it runs where UDP passes between the root namespace "
+                    f"and a veth namespace; what LiveKit tried: {_candidates(lk.logfile)}")
     return agent
 
 
