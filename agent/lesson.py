@@ -115,7 +115,7 @@ class LessonSpeaker:
             engine, voice, used = self.tts, req.voice, req.voice or "given"
         else:
             engine, voice, used = engine_for(req.voice, req.language)
-        parts = sentences(req.text) or [req.text]
+        parts = sentences(req.text, language=req.language) or [req.text]
         cues: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(self._caption(req, cues))
         self._tasks.add(task)

@@ -13,7 +13,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +29,7 @@ from pydantic_settings import (
 )
 
 from config.regions import RegionsConfig, load_regions
+from config.voices import SAY_LANGUAGES, Voice, build, install
 
 ENV_PREFIX = "AVATAR_"
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
@@ -54,7 +62,12 @@ class WorkerSettings(BaseModel):
     capacity: int = Field(8, ge=1, le=4096)
     heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
-    captions: bool = False  # transcribe learners' microphones (faster-whisper tiny.en)
+    captions: bool = False  # transcribe learners' microphones (agent/captions.py)
+    # base: multilingual Whisper base; tiny.en: English only, ~3x less CPU
+    captions_model: Literal["base", "tiny.en"] = "base"
+    # the lesson languages captions tell apart (our codes, config.voices.SAY_LANGUAGES); one:
+    # always that language; none: Whisper's detection among all it knows
+    captions_languages: list[str] = []
     # publish each frame's viseme weights on the avatar.visemes topic (docs/viseme-stream.md)
     # in every lesson; visemes-only lessons always do
     viseme_stream: bool = False
@@ -78,6 +91,22 @@ class WorkerSettings(BaseModel):
     router_key: SecretStr | None = None
     # fetched avatars kept on disk (least recently used ones go first)
     avatar_cache_mb: int = Field(512, ge=16, le=65536)
+
+    @field_validator("captions_languages")
+    @classmethod
+    def _languages(cls, v: list[str]) -> list[str]:
+        bad = [lang for lang in v if lang not in SAY_LANGUAGES]
+        if bad:
+            raise ValueError(f"{bad} not among {', '.join(SAY_LANGUAGES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _english_model(self) -> WorkerSettings:
+        if self.captions_model == "tiny.en" and any(
+                not lang.startswith("en") for lang in self.captions_languages):
+            raise ValueError("captions_model tiny.en hears English only; use base for "
+                             f"{self.captions_languages}")
+        return self
 
     @field_validator("router_url")
     @classmethod
@@ -112,6 +141,39 @@ class VideoSettings(BaseModel):
         if v not in (25, 30):
             raise ValueError("Input should be 25 or 30")
         return v
+
+
+class CoquiVoiceSettings(BaseModel):
+    """A user's own Coqui (``coqui-tts``) VITS checkpoint as a lesson voice (needs the ``coqui``
+    extra on the workers). The router only lists and validates it; the workers load the files."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    model_path: Path
+    config_path: Path
+    languages: list[str] = Field(min_length=1)
+    description: str = "Coqui VITS checkpoint"
+
+
+class VoicesSettings(BaseModel):
+    """Lesson voices (config/voices.py): a deployment's default voice per language, e.g.
+    ``AVATAR_VOICES__DEFAULTS='{"en": "kokoro-alpha"}'`` on GPU workers, and its own Coqui
+    checkpoints (``AVATAR_VOICES__COQUI='[{"id": "anna", ...}]'``)."""
+
+    defaults: dict[str, str] = {}
+    coqui: list[CoquiVoiceSettings] = []
+
+    def catalog(self) -> list[Voice]:
+        return [Voice(c.id, "coqui", tuple(c.languages), c.description, neural=True,
+                      model_path=str(c.model_path), config_path=str(c.config_path))
+                for c in self.coqui]
+
+    @model_validator(mode="after")
+    def _installable(self) -> VoicesSettings:
+        build(self.catalog(), self.defaults)  # raises, naming the voice, before anything runs
+        return self
+
+    def install(self) -> None:
+        install(self.catalog(), self.defaults)
 
 
 class RouterSettings(BaseModel):
@@ -174,6 +236,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     router: RouterSettings = RouterSettings()
     video: VideoSettings = VideoSettings()
+    voices: VoicesSettings = VoicesSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_port: int = Field(0, ge=0, le=65535)
@@ -221,6 +284,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         settings.regions()  # a broken regions file is a start-up error too
+        settings.voices.install()  # the voices /say accepts, for this process
         return settings
     except ValidationError as exc:
         lines = []

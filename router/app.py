@@ -37,6 +37,7 @@ log = get_logger("router.api")
 def create_app(settings: Settings | None = None, *, regions: RegionsConfig | None = None,
                reconciler: bool = True) -> FastAPI:
     settings = settings or load_settings()
+    settings.voices.install()  # the voices /say accepts and GET /v1/voices lists
     rs = settings.router
     metrics = RouterMetrics()
     retry_after = {"Retry-After": str(rs.retry_after_s)}

@@ -52,7 +52,7 @@ if [ "$ACCEL" = auto ]; then
   if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then ACCEL=gpu; else ACCEL=cpu; fi
 fi
 case "$ACCEL" in cpu|gpu) ;; *) echo "AVATAR_ACCEL must be cpu, gpu or auto (got $ACCEL)" >&2; exit 2;; esac
-EXTRAS="${AVATAR_EXTRAS:-$ACCEL,train,media,tts,captions,router,dev}"
+EXTRAS="${AVATAR_EXTRAS:-$ACCEL,train,media,tts,captions,coqui,router,dev}"
 
 # Downloads are cached in an ignored folder (CI points this at a cache that outlives its clones).
 export PIP_CACHE_DIR="${AVATAR_PIP_CACHE:-$PWD/.cache/pip}"

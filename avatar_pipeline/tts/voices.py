@@ -12,7 +12,7 @@ import threading
 from avatar_pipeline.tts.types import Speech
 from config.logs import get_logger
 from config.metrics import counter
-from config.voices import VOICES, voice_for
+from config.voices import VOICES, Voice, voice_for
 
 log = get_logger(__name__)
 FALLBACKS = counter("avatar_tts_fallback_total",
@@ -40,14 +40,41 @@ class PiperVoice:
         return self.engine.synthesize(text)
 
 
-def _load(engine: str):
+class KokoroVoice:
+    """One Kokoro style pack behind the TTSEngine interface; every Kokoro voice of the process
+    shares one model (CUDA when onnxruntime has it, else two CPU threads)."""
+
+    sample_rate = 24000
+    _shared = None
+
+    def __init__(self, style: str) -> None:
+        from avatar_pipeline.tts.kokoro import KokoroEngine, base_styles
+
+        if style not in base_styles():
+            raise ValueError(f"Kokoro has no style pack {style!r}")
+        if KokoroVoice._shared is None:
+            KokoroVoice._shared = KokoroEngine(threads=min(2, os.cpu_count() or 1))
+        self.engine, self.style = KokoroVoice._shared, style
+
+    def synthesize(self, text: str, language: str = "en", voice: str | None = None,
+                   **_unused) -> Speech:
+        return self.engine.synthesize(text, language, self.style)
+
+
+def _load(spec: Voice):
     from avatar_pipeline.tts import default_engine
 
-    if engine == "espeak":
+    if spec.engine == "espeak":
         return default_engine()
-    if engine == "piper":
+    if spec.engine == "piper":
         return PiperVoice()
-    raise ValueError(f"no TTS engine {engine!r}")
+    if spec.engine == "kokoro":
+        return KokoroVoice(spec.style or "jf_alpha")
+    if spec.engine == "coqui":
+        from avatar_pipeline.tts.coqui import CoquiEngine
+
+        return CoquiEngine(spec.model_path, spec.config_path)
+    raise ValueError(f"no TTS engine {spec.engine!r}")
 
 
 def engine_for(voice: str | None, language: str) -> tuple[object, str | None, str]:
@@ -61,7 +88,7 @@ def engine_for(voice: str | None, language: str) -> tuple[object, str | None, st
     with _LOCK:
         if spec.id not in _ENGINES and spec.id not in _FAILED:
             try:
-                _ENGINES[spec.id] = _load(spec.engine)
+                _ENGINES[spec.id] = _load(spec)
                 log.info("tts.voice_loaded", voice=spec.id, engine=spec.engine)
             except Exception as exc:  # package missing, model broken: espeak speaks instead
                 _FAILED.add(spec.id)
@@ -73,13 +100,33 @@ def engine_for(voice: str | None, language: str) -> tuple[object, str | None, st
     return engine, None, spec.id
 
 
-def sentences(text: str, first_words: int = 6) -> list[str]:
+# Words a phrase starts with, where a speaker may pause: a long first sentence with no comma
+# is cut before the first of them (after two words at least), so the first audio is short.
+_PHRASE_STARTS: dict[str, frozenset[str]] = {
+    "en": frozenset("and but or so when because while after before to at on in from for with "
+                    "until than".split()),
+    "es": frozenset("y pero o porque cuando mientras después antes para en con desde hasta "
+                    "que".split()),
+}
+
+
+def sentences(text: str, first_words: int = 6, language: str = "en") -> list[str]:
     """``text`` cut after sentence ends (and ``;`` ``:``), so speech can start after the
-    first; a first sentence longer than ``first_words`` words is cut at its first comma too,
-    so that the first audio is short and made soonest."""
+    first. A first sentence longer than ``first_words`` words is cut at its first comma, and
+    a first part still that long before the first word that starts a phrase (``and``, ``to``,
+    ``when`` ...; English and Spanish), so that the first audio is short and made soonest
+    (the cut is a phrase break a speaker could make; only the first sentence is cut so)."""
     parts = [s for s in (p.strip() for p in _SENTENCE.split(text)) if s]
     if parts and len(parts[0].split()) > first_words:
         head = _CLAUSE.split(parts[0], maxsplit=1)
         if len(head) == 2 and len(head[0].split()) >= 2:
             parts[:1] = head
+    starts = _PHRASE_STARTS.get(language.split("-")[0], frozenset())
+    if parts and starts:
+        words = parts[0].split()
+        if len(words) > first_words:
+            cut = next((i for i in range(2, len(words) - 1)
+                        if words[i].lower().strip("¿¡\"'") in starts), None)
+            if cut is not None:
+                parts[:1] = [" ".join(words[:cut]), " ".join(words[cut:])]
     return parts

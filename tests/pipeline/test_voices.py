@@ -67,3 +67,36 @@ def test_text_is_cut_into_sentences_for_streaming():
         "Good morning,", "class, today we read a story.", "Ready?"]
     assert registry.sentences("Hi, Ada. Ready?") == ["Hi, Ada.", "Ready?"]
     assert registry.sentences("  ") == []
+    # no comma: cut before the first word a phrase starts with, after two words at least
+    assert registry.sentences("Please open your books to page twelve and read it.") == [
+        "Please open your books", "to page twelve and read it."]
+    assert registry.sentences("Abran sus libros en la página doce y lean.", language="es") == [
+        "Abran sus libros", "en la página doce y lean."]
+    assert registry.sentences("Where is the nearest library in this town?", language="fa") == [
+        "Where is the nearest library in this town?"], "no phrase words for this language"
+    assert registry.sentences("Short and sweet.") == ["Short and sweet."]
+
+
+def test_kokoro_voices_share_one_model_and_speak_other_languages_with_exact_timing():
+    a, _, used_a = registry.engine_for("kokoro-alpha", "es")
+    b, _, used_b = registry.engine_for("kokoro-kumo", "en")
+    assert (used_a, used_b) == ("kokoro-alpha", "kokoro-kumo")
+    assert isinstance(a, registry.KokoroVoice) and a.engine is b.engine
+    sp = a.synthesize("Hola, clase.", "es")
+    assert sp.sample_rate == 24000 and len(sp.pcm) % 600 == 0 and 0.5 < sp.duration_s < 3
+    phones = [p for p in sp.phonemes if p.viseme != "sil"]
+    assert [p.phoneme for p in phones][:2] == ["o", "l"], "Spanish h is silent"
+    assert abs(sp.phonemes[-1].end_s - sp.duration_s) < 1e-6
+    male = b.synthesize("Hola, clase.", "es")
+    assert not np.array_equal(male.pcm[:2000], sp.pcm[:2000]), "two voices, two styles"
+
+
+def test_a_deployment_picks_its_default_voice_per_language():
+    from config.voices import build
+
+    voices, defaults = build((), {"en": "kokoro-alpha", "es": "kokoro-kumo"})
+    assert defaults == {"en": "kokoro-alpha", "en-us": "joe", "es": "kokoro-kumo"}
+    with pytest.raises(ValueError, match="'kokoro-alpha' does not speak it"):
+        build((), {"fa": "kokoro-alpha"})
+    with pytest.raises(ValueError, match="unknown voice 'nope'"):
+        build((), {"en": "nope"})
