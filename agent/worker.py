@@ -22,6 +22,7 @@ from livekit.agents import AgentServer, JobExecutorType, JobRequest
 from pydantic import ValidationError
 
 from agent.avatars import LessonAvatars
+from agent.captions import load_captions
 from agent.pod import PodDeletionCost
 from agent.reregister import Reregistration, health_url
 from agent.transcript import TranscriptWriter
@@ -71,6 +72,7 @@ class AvatarServer(AgentServer):
 
     def __init__(self, settings: Settings, **kwargs) -> None:
         self.settings = settings
+        settings.voices.install()  # the voices lesson text may name, and each language's default
         self.worker_id = settings.worker.resolved_id()
         self.capacity = settings.worker.capacity
         self.target_load = settings.worker.livekit_target_load
@@ -137,10 +139,8 @@ class AvatarServer(AgentServer):
             self.log.info("metrics.serving", port=self.settings.metrics_port)
         self._engine = await asyncio.to_thread(make_engine, self.settings)
         self.avatars = LessonAvatars(self._engine, self.settings.worker)
-        if self.settings.worker.captions:
-            from agent.captions import whisper_model
-
-            await asyncio.to_thread(whisper_model)  # a missing extra stops the worker at start
+        if self.settings.worker.captions:  # a missing extra stops the worker at start
+            await load_captions(self.settings.worker.captions_model)
         # the English lesson voice, loaded now rather than at the first /say (or logged as
         # unavailable: espeak-ng speaks instead)
         await asyncio.to_thread(engine_for, None, "en")
