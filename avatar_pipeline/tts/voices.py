@@ -20,8 +20,15 @@ FALLBACKS = counter("avatar_tts_fallback_total",
 _ENGINES: dict[str, object] = {}
 _FAILED: set[str] = set()
 _LOCK = threading.Lock()
-_SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
-_CLAUSE = re.compile(r"(?<=,)\s+")
+# sentence and clause ends; CJK full-width marks need no space after them
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|(?<=[。！？；：])\s*")
+_CLAUSE = re.compile(r"(?<=,)\s+|(?<=[，、])\s*")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _words(text: str) -> int:
+    """Words in ``text``, two CJK characters counting as one (Mandarin writes no spaces)."""
+    return len(text.split()) + len(_CJK.findall(text)) // 2
 
 
 class PiperVoice:
@@ -117,9 +124,9 @@ def sentences(text: str, first_words: int = 6, language: str = "en") -> list[str
     ``when`` ...; English and Spanish), so that the first audio is short and made soonest
     (the cut is a phrase break a speaker could make; only the first sentence is cut so)."""
     parts = [s for s in (p.strip() for p in _SENTENCE.split(text)) if s]
-    if parts and len(parts[0].split()) > first_words:
+    if parts and _words(parts[0]) > first_words:
         head = _CLAUSE.split(parts[0], maxsplit=1)
-        if len(head) == 2 and len(head[0].split()) >= 2:
+        if len(head) == 2 and _words(head[0]) >= 2:
             parts[:1] = head
     starts = _PHRASE_STARTS.get(language.split("-")[0], frozenset())
     if parts and starts:

@@ -75,6 +75,11 @@ def test_text_is_cut_into_sentences_for_streaming():
     assert registry.sentences("Where is the nearest library in this town?", language="fa") == [
         "Where is the nearest library in this town?"], "no phrase words for this language"
     assert registry.sentences("Short and sweet.") == ["Short and sweet."]
+    # Mandarin: full-width marks end sentences and clauses with no space after them
+    assert registry.sentences("同学们早上好。今天我们读故事！", language="zh") == [
+        "同学们早上好。", "今天我们读故事！"]
+    assert registry.sentences("请把书翻到第十二页，读第一段。", language="zh") == [
+        "请把书翻到第十二页，", "读第一段。"]
 
 
 def test_kokoro_voices_share_one_model_and_speak_other_languages_with_exact_timing():
