@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian machine, idempotently:
-#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices, iptables and
-#      libnetfilter-queue-dev (apt-get update first).
+#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices, iptables,
+#      nftables, iproute2 and libnetfilter-queue-dev (apt-get update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
 #   3. livekit-server v1.13.5, promtool, prometheus and helm, built with `go install` into
 #      .cache/bin (skipped when present).
@@ -24,6 +24,10 @@ command -v g++ >/dev/null || missing+=(g++)
 # the impaired-room test's delay and jitter: NFQUEUE (iptables) and the library the
 # netfilterqueue module builds against (tc netem is not in every kernel)
 command -v iptables >/dev/null || missing+=(iptables)
+# loss and stalls in the impaired-room and learner-page tests (nft rules in namespaces made by
+# the tests with iproute2's ip netns)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 [ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing+=(libnetfilter-queue-dev)
 # festival's English voices (made from recordings of real people) speak viseme training data
 command -v festival >/dev/null || missing+=(festival)

@@ -174,11 +174,12 @@ async def test_a_lesson_survives_loss_and_a_stall(impaired, tmp_path):
 
 
 @pytest.mark.skipif(bool(WHY_NO_DELAY), reason=f"no delay here: {WHY_NO_DELAY}")
-async def test_a_lesson_plays_through_delay_and_jitter(impaired):
+async def test_a_lesson_plays_through_delay_jitter_and_loss(impaired):
     """80 ms plus a half-normal jitter (scale 25 ms: up to ~60 ms more, packets bunched up as
     a queue drains) on the voice agent's audio into LiveKit, the worker's media into LiveKit,
     and everything into the learner, who is the learner page in Chromium (in its namespace):
-    a browser lines audio and video up under jitter, as learners get them (the Python SDK
+    a browser lines audio and video up under jitter, as learners get them; the third utterance
+    also loses 3 % of the packets on both links (delay, jitter and loss at once). (The Python SDK
     hands video over as soon as it is decoded while its audio waits in NetEq's buffer, so it
     reads the video 60-90 ms early here: its own receive side, not the stream)."""
     ns, lk, redis, w, port = impaired
@@ -195,14 +196,18 @@ async def test_a_lesson_plays_through_delay_and_jitter(impaired):
             with ns.delay(80, 25) as delayed:
                 await asyncio.sleep(2.0)  # the page's and the worker's buffers meet the jitter
                 windows = []
-                for k in range(2):
+                for k in range(3):
+                    if k == 2:  # the last utterance also loses 3 % of its packets, both links
+                        ns.loss(3)
                     t0 = await page.now_ms()
                     await _utterance(agent, sp, k)
                     windows.append((t0, await page.now_ms()))
+                ns.loss(0)
             await page.collect()
         underruns = _metric(port, "avatar_audio_underruns_total") - underruns0
         assert w.proc.poll() is None, "the worker lives"
     finally:
+        ns.loss(0)
         await agent.room.disconnect()
     audio = np.array(page.record["audio"])
     ref = reference_lag_ms(SENTENCE)
@@ -224,4 +229,4 @@ async def test_a_lesson_plays_through_delay_and_jitter(impaired):
         if chromium is not None:
             assert abs(off + chromium) <= 60, f"utterance {k}: stream A/V {off + chromium:+.0f} ms"
         assert abs(off) <= 200, f"utterance {k}: A/V offset in the page {off:+.0f} ms"
-    assert underruns <= 1, f"{underruns} underruns under delay and jitter without loss"
+    assert underruns <= 1, f"{underruns} underruns under delay and jitter, then 3 % loss too"
