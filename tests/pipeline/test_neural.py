@@ -106,3 +106,49 @@ def test_render_cli_with_neural_slot(small_model, tmp_path, capsys):
     assert main(["--cache-dir", str(cache), "render", "--text", "Hi.", "--neural", bad, "-o",
                  str(out), "--no-progress"]) == 2
     assert "--neural: expected 2 inputs" in capsys.readouterr().err
+
+
+def _wav2lip_reference(wav16k: np.ndarray) -> np.ndarray:
+    """Wav2Lip's audio.melspectrogram with its hparams, written with librosa and scipy as its
+    audio.py is (its pinned librosa 0.7 padded the STFT by reflection)."""
+    import librosa
+    from scipy import signal
+
+    y = signal.lfilter([1, -0.97], [1], wav16k)
+    d = librosa.stft(y=y, n_fft=800, hop_length=200, win_length=800, pad_mode="reflect")
+    basis = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    s = 20 * np.log10(np.maximum(1e-5, np.dot(basis, np.abs(d)))) - 20
+    return np.clip((2 * 4.0) * ((s + 100) / 100) - 4.0, -4.0, 4.0)
+
+
+def test_audio_features_are_wav2lips_own():
+    """Users' Wav2Lip weights hear what they were trained on: pre-emphasis, Slaney mel with
+    area normalisation, its dB range and [-4, 4] scaling, its windows per video frame; other
+    rates resampled as librosa.load does (soxr HQ)."""
+    import librosa
+    import soxr
+
+    from avatar_pipeline.neural import melspectrogram
+
+    rng = np.random.default_rng(3)
+    t = np.arange(int(1.37 * 16000)) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t * (1 + t)) + 0.05 * rng.standard_normal(len(t)))
+    ours, ref = melspectrogram(wav.astype(np.float32)), _wav2lip_reference(wav)
+    assert ours.shape == ref.shape == (80, 1 + len(wav) // 200)
+    assert np.abs(ours - ref).max() < 1e-3
+    # the windows: frame i starts at int(i * 80 / fps); one running past the end is the last 16
+    pcm = (wav * 32767).astype(np.int16)
+    wins = mel_windows(pcm, 16000, 25)
+    mel = _wav2lip_reference(pcm.astype(np.float32) / 32768)
+    assert wins.shape == (35, 1, 80, 16)
+    for i in (0, 1, 7, 29):
+        s = int(i * 80 / 25)
+        assert np.abs(wins[i, 0] - mel[:, s:s + 16]).max() < 1e-3
+    assert all(np.abs(wins[i, 0] - mel[:, -16:]).max() < 1e-3 for i in (30, 34))
+    # 48 kHz in: resampled as librosa.load(sr=16000) does, then the same features
+    pcm48 = (soxr.resample(wav, 16000, 48000) * 32767).astype(np.int16)
+    as_loaded = librosa.resample(pcm48.astype(np.float32) / 32768, orig_sr=48000,
+                                 target_sr=16000, res_type="soxr_hq")
+    got = mel_windows(pcm48, 48000, 25)
+    want = _wav2lip_reference(as_loaded)
+    assert got.shape[0] == 35 and np.abs(got[5, 0] - want[:, 16:32]).max() < 1e-3
