@@ -63,7 +63,7 @@ class WorkerSettings(BaseModel):
     heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
     captions: bool = False  # transcribe learners' microphones (agent/captions.py)
-    # base: multilingual Whisper base; tiny.en: English only, ~3x less CPU
+    # base: multilingual Whisper base; tiny.en: English only, about half the CPU
     captions_model: Literal["base", "tiny.en"] = "base"
     # the lesson languages captions tell apart (our codes, config.voices.SAY_LANGUAGES); one:
     # always that language; none: Whisper's detection among all it knows

@@ -97,3 +97,15 @@ def test_regions_nearest_and_priority(tmp_path):
     assert regions.nearest(35.7, 139.7).name == "ap"       # Tokyo
     assert [r.name for r in regions.by_priority()] == ["us", "eu", "ap"]
     assert 5000 < regions.get("eu").distance_km(40.7, -74.0) < 7000
+
+
+def test_caption_languages_are_ours_and_fit_the_model(monkeypatch):
+    monkeypatch.setenv("AVATAR_WORKER__CAPTIONS_LANGUAGES", '["es", "xx"]')
+    with pytest.raises(SettingsError, match=r"AVATAR_WORKER__CAPTIONS_LANGUAGES: \['xx'\] not"):
+        load_settings()
+    monkeypatch.setenv("AVATAR_WORKER__CAPTIONS_LANGUAGES", '["en", "es"]')
+    monkeypatch.setenv("AVATAR_WORKER__CAPTIONS_MODEL", "tiny.en")
+    with pytest.raises(SettingsError, match="AVATAR_WORKER: .*tiny.en hears English only"):
+        load_settings()
+    monkeypatch.setenv("AVATAR_WORKER__CAPTIONS_LANGUAGES", '["en"]')
+    assert load_settings().worker.captions_languages == ["en"]
