@@ -187,6 +187,9 @@ class AvatarServer(AgentServer):
                 gap = time.monotonic() - last_ok
                 if gap > ttl:  # frozen, or cut off from Redis: our lessons may have moved
                     self.log.warning("fleet.heartbeat_gap", gap_s=round(gap, 1), ttl_s=ttl)
+                    # leave the rooms of lessons given away first: a resumed session's WebRTC
+                    # reconnect would take the room from their replacements (same identity)
+                    await self._check_lessons()
                 await self.fleet.heartbeat(self.active_sessions)
                 last_ok = time.monotonic()
                 await self._check_lessons()
