@@ -4,7 +4,7 @@ published as transcriptions of the learner's track (text stream ``lk.transcripti
 livekit-agents does for user speech), each with the language it was heard in.
 
 Utterances are cut by Silero VAD (livekit-plugins-silero, its weights inside the package): one
-VAD stream per learner track, an utterance ends after ``min_silence_s`` of silence; its frames
+VAD stream per learner track, an utterance ends after ``END_SILENCE_S`` of silence; its frames
 (with the VAD's prefix padding) go to Whisper. The language is the deployment's only lesson
 language if it has one, else Whisper's detection among the deployment's lesson languages
 (``worker.captions_languages``; empty: any). One model per worker process, one transcription at a
@@ -38,12 +38,15 @@ from config.metrics import counter
 
 CAPTIONS = counter("avatar_captions_total", "Learner utterances transcribed, by outcome",
                    ("result",))
+END_SILENCE_S = 0.6
+MAX_UTTERANCE_S = 30.0
 _VAD = None
 _VAD_LOCK = threading.Lock()
 
 
-def silero_vad(min_silence_s: float = 0.6, max_utterance_s: float = 30.0):
-    """Silero VAD (livekit-plugins-silero), loaded once per process."""
+def silero_vad():
+    """Silero VAD (livekit-plugins-silero), loaded once per process: an utterance ends after
+    ``END_SILENCE_S`` of silence and holds at most ``MAX_UTTERANCE_S`` (one Whisper window)."""
     global _VAD
     with _VAD_LOCK:
         if _VAD is None:
@@ -52,8 +55,8 @@ def silero_vad(min_silence_s: float = 0.6, max_utterance_s: float = 30.0):
             except ImportError as exc:
                 raise RuntimeError("learner captions need the `captions` extra "
                                    "(livekit-plugins-silero)") from exc
-            _VAD = silero.VAD.load(min_silence_duration=min_silence_s,
-                                   max_buffered_speech=max_utterance_s, sample_rate=RATE,
+            _VAD = silero.VAD.load(min_silence_duration=END_SILENCE_S,
+                                   max_buffered_speech=MAX_UTTERANCE_S, sample_rate=RATE,
                                    force_cpu=True)
         return _VAD
 
