@@ -21,7 +21,13 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(settings.log_level, settings.log_format)
-    from agent.worker import build_server
+    from agent.worker import build_server, check_models
+
+    try:
+        check_models(settings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
 
     cli.run_app(build_server(settings))
 

@@ -29,6 +29,7 @@ from agent.transcript import TranscriptWriter
 from avatar_pipeline.avatar import AvatarRegistry
 from avatar_pipeline.avatar.fit import fit_asset
 from avatar_pipeline.engine import AvatarEngine, EngineConfig
+from avatar_pipeline.neural import ModelSignatureError, load_model
 from avatar_pipeline.tts.voices import engine_for
 from config.fleet import (
     ATTR_PUBLISH_ON_BEHALF,
@@ -42,7 +43,7 @@ from config.logs import get_logger, setup_logging
 from config.metrics import counter, gauge, start_metrics_server
 from config.redis_client import REDIS_ERRORS
 from config.redis_client import connect as connect_redis
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 
 log = get_logger("agent.worker")
 
@@ -375,8 +376,21 @@ def make_engine(settings: Settings) -> AvatarEngine:
         pass
     # every avatar is fitted to the deployment's output size once, when it is loaded
     asset = fit_asset(AvatarRegistry().default(), settings.video.width, settings.video.height)
-    cfg = EngineConfig(fps=settings.video.fps, backend=backend)
+    model = settings.worker.neural_model
+    cfg = EngineConfig(fps=settings.video.fps, backend=backend,
+                       neural_model=str(model) if model else None)
     return AvatarEngine(asset, cfg).start()
+
+
+def check_models(settings: Settings) -> None:
+    """Refuse to start on a neural model that does not load or has another signature
+    (SettingsError naming the setting), rather than fail the first lesson that needs it."""
+    if settings.worker.neural_model is None:
+        return
+    try:
+        load_model(settings.worker.neural_model)
+    except ModelSignatureError as exc:
+        raise SettingsError(f"AVATAR_WORKER__NEURAL_MODEL: {exc}") from None
 
 
 def build_server(settings: Settings, **kwargs) -> AvatarServer:

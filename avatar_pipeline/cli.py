@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar_pipeline.visemes.smoothing import SmoothingParams, smooth_known_track
+from config.avatars import RENDERERS
 from config.logs import get_logger, setup_logging
 
 log = get_logger(__name__)
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("register", help="make a photo avatar from a face photo (or video/GIF)")
     g.add_argument("photo")
     g.add_argument("--name", help="a name for it (default: the file name)")
+    g.add_argument("--renderer", choices=RENDERERS, default="sprite",
+                   help="how lessons draw its mouth: sprite, or neural (a worker's Wav2Lip-class "
+                        "model, worker.neural_model)")
 
     sub.add_parser("list", help="registered avatars")
 
@@ -179,7 +183,8 @@ def cmd_render(args, registry) -> int:
 def cmd_register(args, registry) -> int:
     from avatar_pipeline.avatar.photo import register_photo
 
-    avatar_id = register_photo(args.photo, registry=registry, name=args.name)
+    avatar_id = register_photo(args.photo, registry=registry, name=args.name,
+                               renderer=args.renderer)
     print(avatar_id)
     return 0
 

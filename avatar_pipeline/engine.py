@@ -13,6 +13,12 @@ sessions at once:
 2. runs **one** batched viseme-model call for every session that has audio this tick
    (:class:`avatar_pipeline.visemes.VisemeBatcher`, chunked at ``max_batch``);
 3. composes **one** batch of frames, one per session (:mod:`avatar_pipeline.compose`);
+   Sessions of an avatar whose renderer is ``neural`` then get their lower face repainted
+   by the worker's Wav2Lip-class model, in **one** batched call for all of them
+   (:mod:`avatar_pipeline.neural`): each frame's window of Wav2Lip mel features covers ~212 ms
+   of the audio after it, so their speech frames wait for that much audio
+   (:class:`avatar_pipeline.neural.stream.MelStream`), and a pause shows the model's mouth on
+   silence;
 4. hands each session exactly one :class:`OutputFrame`: the video frame and, while speaking,
    exactly ``1/fps`` of the audio it shows, so audio and video are in sync by construction.
 
@@ -38,7 +44,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from avatar_pipeline.compose import SessionClock, make_compositor
+from avatar_pipeline.compose.base import head_offset
 from avatar_pipeline.jitter import JitterBuffer, JitterConfig, Pull
+from avatar_pipeline.neural import NeuralRenderer
+from avatar_pipeline.neural.audio import SILENT_WINDOW, mel_windows
+from avatar_pipeline.neural.stream import MelStream
 from avatar_pipeline.stretch import stretch_packets
 from avatar_pipeline.viseme_set import NUM_VISEMES, SILENCE
 from config.logs import get_logger
@@ -59,6 +69,11 @@ SPEECH_START = histogram("avatar_speech_start_seconds",
 UNDERRUNS = counter("avatar_audio_underruns_total", "Jitter-buffer underruns")
 SESSIONS = gauge("avatar_engine_sessions", "Sessions open on the engine")
 LAST_BATCH = gauge("avatar_engine_batch_sessions", "Sessions composed together in the last tick")
+NEURAL_FRAMES = counter("avatar_neural_frames_total",
+                        "Frames whose lower face the neural renderer repainted")
+NEURAL_MISSING = counter("avatar_neural_unavailable_total",
+                         "Avatars asking for the neural renderer on an engine without a model "
+                         "(drawn with their sprites instead)")
 SILENT = np.zeros(NUM_VISEMES, np.float32)
 SILENT[SILENCE] = 1.0
 
@@ -84,6 +99,9 @@ class EngineConfig:
     max_batch: int = 64
     jitter: JitterConfig | None = None  # None: adaptive defaults, one packet per frame period
     smoothing: bool = True
+    # a Wav2Lip-class ONNX generator (avatar_pipeline.neural) for avatars whose renderer is
+    # "neural"; None: every avatar is drawn with its sprites
+    neural_model: str | None = None
 
     @property
     def samples_per_frame(self) -> int:
@@ -123,6 +141,7 @@ class _Row:
     first_in: float | None = None  # first row of a segment: when its first audio came in
     cue: Callable[[], None] | None = None
     stretch_s: float = 0.0
+    mel: np.ndarray | None = None  # a neural session's Wav2Lip window for this frame
 
 
 @dataclass
@@ -138,11 +157,15 @@ class EngineSession:
     visemes: object  # StreamingVisemes
     started_at: float = 0.0
     render: bool = True  # False: weights and audio only, no picture (a visemes-only lesson)
+    lips: MelStream | None = None  # a neural session's Wav2Lip windows
     _inbox: collections.deque = field(default_factory=collections.deque)
     _pending: bytearray = field(default_factory=bytearray)  # audio not yet a whole packet
     _segment: int = 0
     _seq: int = 0
     _rows: collections.deque = field(default_factory=collections.deque)  # frames ready to show
+    # a neural session's rows waiting for their mel windows (lips), and windows waiting for rows
+    _held: collections.deque = field(default_factory=collections.deque)
+    _mels: collections.deque = field(default_factory=collections.deque)
     _fifo: collections.deque = field(default_factory=collections.deque)  # audio awaiting rows
     _first_in: dict = field(default_factory=dict)  # segment -> arrival of its first audio
     _received: int = 0  # samples of the current segment received so far
@@ -192,7 +215,7 @@ class EngineSession:
 
     @property
     def speaking(self) -> bool:
-        return bool(self._rows) or self._playing_segment is not None
+        return bool(self._rows) or bool(self._held) or self._playing_segment is not None
 
     def close(self) -> None:
         self.engine.close_session(self.session_id)
@@ -233,28 +256,69 @@ class EngineSession:
                 self._fifo.clear()
                 self._first_in.clear()
                 self.visemes.reset()
+                if self.lips is not None:
+                    self.lips.reset()
+                    self._held.clear()
+                    self._mels.clear()
                 self._playing_segment = None
                 self._segment += 1
                 self._seq = 0
                 self._received = 0
             elif kind == "say":
                 audio, weights, on_start = data
+                mels = None
+                if self.lips is not None:  # the whole utterance is here: its windows at once
+                    mels = mel_windows(audio.ravel(), self.engine.config.sample_rate,
+                                       self.engine.config.fps)
                 for i in range(len(weights)):
-                    self._rows.append(_Row(weights[i], audio[i], at, i == len(weights) - 1,
-                                           first_in=at if i == 0 else None,
-                                           cue=on_start if i == 0 else None))
+                    self._queue(_Row(weights[i], audio[i], at, i == len(weights) - 1,
+                                     first_in=at if i == 0 else None,
+                                     cue=on_start if i == 0 else None,
+                                     mel=None if mels is None else
+                                     mels[min(i, len(mels) - 1)]))
 
     def _rows_from_model(self, rows: np.ndarray, end: bool = False) -> None:
         for r in rows:
             if not self._fifo:
                 break
             audio, pulled_at, first_in, stretch_s = self._fifo.popleft()
-            self._rows.append(_Row(np.asarray(r, np.float32), audio, pulled_at,
-                                   first_in=first_in, stretch_s=stretch_s))
+            self._queue(_Row(np.asarray(r, np.float32), audio, pulled_at,
+                             first_in=first_in, stretch_s=stretch_s))
         if end:
             self._fifo.clear()
-            if self._rows:
-                self._rows[-1].segment_end = True
+            last = self._held or self._rows
+            if last:
+                last[-1].segment_end = True
+            if self.lips is not None:
+                self._mels.extend(self.lips.flush())
+                self._release(end=True)
+
+    def _queue(self, row: _Row) -> None:
+        if self.lips is None:
+            self._rows.append(row)
+        else:  # shown once its mel window is known (say() rows come with theirs)
+            self._held.append(row)
+
+    def _release(self, end: bool = False) -> None:
+        """A neural session's held rows whose mel windows are known go to ``_rows``, in
+        order. At a segment's end every row goes (one without a window, which a viseme model
+        giving fewer rows than frames would leave, shows silence) and unused windows are
+        dropped."""
+        if self.lips is None:
+            return
+        self._mels.extend(self.lips.ready())
+        while self._held:
+            row = self._held[0]
+            if row.mel is None:
+                if self._mels:
+                    row.mel = self._mels.popleft()
+                elif end:
+                    row.mel = SILENT_WINDOW
+                else:
+                    break
+            self._rows.append(self._held.popleft())
+        if end:
+            self._mels.clear()
 
 
 class AvatarEngine:
@@ -276,8 +340,11 @@ class AvatarEngine:
         self._smoothing = SmoothingParams(fps=cfg.fps) if cfg.smoothing else None
         self.batcher = viseme_batcher or VisemeBatcher(max_batch=cfg.max_batch)
         self.compositor = make_compositor(cfg.backend, fmt=cfg.fmt, max_batch=cfg.max_batch)
-        self.default_avatar = self.compositor.add_avatar(avatar)
-        self._avatars = {self.default_avatar: avatar}
+        # ModelSignatureError (a wrong or missing model) stops the caller here, at start
+        self.neural = NeuralRenderer(cfg.neural_model) if cfg.neural_model else None
+        self._neural: set[str] = set()  # avatars drawn by the neural renderer
+        self._avatars: dict = {}
+        self.default_avatar = self._add(avatar)
         self.width, self.height = avatar.width, avatar.height
         self._sessions: dict[str, EngineSession] = {}
         self._lock = threading.Lock()
@@ -292,9 +359,24 @@ class AvatarEngine:
     # --- sessions -----------------------------------------------------------------------------
     def add_avatar(self, asset) -> str:
         with self._lock:
-            aid = self.compositor.add_avatar(asset)
-            self._avatars[aid] = asset
-            return aid
+            return self._add(asset)
+
+    def _add(self, asset) -> str:
+        aid = self.compositor.add_avatar(asset)
+        self._avatars[aid] = asset
+        if getattr(asset, "renderer", "sprite") == "neural":
+            if self.neural is not None:
+                self.neural.add_avatar(asset, key=aid)
+                self._neural.add(aid)
+            else:
+                NEURAL_MISSING.inc()
+                log.warning("engine.neural_unavailable", avatar_id=aid,
+                            detail="this avatar asks for the neural renderer and this worker "
+                                   "has no model (worker.neural_model): drawn with its sprites")
+        return aid
+
+    def is_neural(self, avatar_id: str) -> bool:
+        return avatar_id in self._neural
 
     def remove_avatar(self, avatar_id: str) -> bool:
         """Free an avatar no open session shows (never the default); False if it stays."""
@@ -304,6 +386,9 @@ class AvatarEngine:
                 return False
             self._avatars.pop(avatar_id, None)
             self.compositor.avatars.pop(avatar_id, None)
+            if avatar_id in self._neural:
+                self._neural.discard(avatar_id)
+                self.neural.remove_avatar(avatar_id)
             return True
 
     def open_session(self, on_frame: Callable[[OutputFrame], None], avatar_id: str | None = None,
@@ -325,13 +410,16 @@ class AvatarEngine:
             visemes=StreamingVisemes(self.config.fps, model=self.batcher.model,
                                      smoothing=self._smoothing),
             started_at=self.clock(), render=render,
+            lips=MelStream(self.config.fps, self.config.sample_rate)
+            if render and aid in self._neural else None,
         )
         with self._lock:
             if sid in self._sessions:
                 raise ValueError(f"session {sid} is already open")
             self._sessions[sid] = s
             SESSIONS.set(len(self._sessions))
-        log.info("engine.session_opened", session_id=sid, avatar_id=aid)
+        log.info("engine.session_opened", session_id=sid, avatar_id=aid,
+                 renderer="neural" if s.lips is not None else "sprite")
         return s
 
     def close_session(self, session_id: str) -> None:
@@ -385,6 +473,8 @@ class AvatarEngine:
                 s._fifo.append((None if silent else audio, now, first_in,
                                 p.stretch_ms / 1000.0))
                 feed.append((s, audio))
+                if s.lips is not None:
+                    s.lips.push(audio)
             elif s._playing_segment is not None:  # IDLE: the segment is over
                 s._rows_from_model(s.visemes.flush(), end=True)
                 s._playing_segment = None
@@ -396,6 +486,7 @@ class AvatarEngine:
 
         states, shown = [], []
         for s in sessions:
+            s._release()
             row = s._rows.popleft() if s._rows else None
             t = now - s.started_at
             w = row.weights if row is not None else SILENT
@@ -406,6 +497,9 @@ class AvatarEngine:
         drawn = [i for i, s in enumerate(sessions) if s.render]
         batch = self.compositor.compose([states[i] for i in drawn]) if drawn else None
         slot = {i: k for k, i in enumerate(drawn)}
+        if batch is not None and self.neural is not None:
+            self._repaint(batch, [(i, slot[i]) for i in drawn if sessions[i].lips is not None],
+                          sessions, states, shown)
         self.last_batch = len(drawn)
         self.max_batch_seen = max(self.max_batch_seen, len(drawn))
         BATCH.observe(len(drawn))
@@ -436,6 +530,20 @@ class AvatarEngine:
             except Exception:  # one session's consumer must not stop the others
                 log.exception("engine.on_frame_failed", session_id=s.session_id)
         return len(states)
+
+    def _repaint(self, batch, picks, sessions, states, shown) -> None:
+        """One neural-model call for every neural session's frame of this tick."""
+        if not picks:
+            return
+        buf = batch.numpy()
+        mels = np.stack([shown[i].mel if shown[i] is not None and shown[i].mel is not None
+                         else SILENT_WINDOW for i, _ in picks])
+        ids = [sessions[i].avatar_id for i, _ in picks]
+        offsets = [head_offset(self._avatars[sessions[i].avatar_id], states[i].t,
+                               states[i].idle_phase) for i, _ in picks]
+        self.neural.repaint([buf[k] for _, k in picks], self.config.fmt, self.width,
+                            self.height, mels, ids, offsets)
+        NEURAL_FRAMES.inc(len(picks))
 
     # --- the thread -----------------------------------------------------------------------
     def start(self) -> AvatarEngine:

@@ -11,6 +11,8 @@ at :data:`ASSET_FILE_PATH` with its worker key and caches it.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 # an avatar (the backend's handle) and an asset (what workers fetch) are both 24 hex digits
 AVATAR_ID_PATTERN = r"^[0-9a-f]{24}$"
 # GET, worker key: one file of an asset ("avatar.json" first, then the files it names)
@@ -20,3 +22,8 @@ ASSET_META_FILE = "avatar.json"
 ASSET_PATH_PATTERN = r"^(avatar\.json|preview\.png|(poses|mouths|blinks)/[A-Za-z0-9_.-]{1,64}\.png)$"
 # the photo (or short video) a backend uploads
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+# How a lesson draws its avatar's mouth (the asset's "renderer"): sprite, the 15 mouths and their
+# in-betweens; neural, the worker's Wav2Lip-class model (``worker.neural_model``) repaints the
+# lower face, and a worker without one draws the sprites instead.
+Renderer = Literal["sprite", "neural"]
+RENDERERS: tuple[str, ...] = get_args(Renderer)

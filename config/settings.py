@@ -91,6 +91,11 @@ class WorkerSettings(BaseModel):
     router_key: SecretStr | None = None
     # fetched avatars kept on disk (least recently used ones go first)
     avatar_cache_mb: int = Field(512, ge=16, le=65536)
+    # A Wav2Lip-class ONNX generator (your weights: mel [N,1,80,16] + face [N,6,96,96] ->
+    # [N,3,96,96]) for avatars registered with renderer "neural"; CUDA when onnxruntime has it.
+    # Unset: those avatars are drawn with their sprites. A model that does not load or has
+    # another signature stops the worker at start.
+    neural_model: Path | None = None
 
     @field_validator("captions_languages")
     @classmethod
@@ -107,6 +112,13 @@ class WorkerSettings(BaseModel):
             raise ValueError("captions_model tiny.en hears English only; use base for "
                              f"{self.captions_languages}")
         return self
+
+    @field_validator("neural_model")
+    @classmethod
+    def _model_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v}: no such file")
+        return v
 
     @field_validator("router_url")
     @classmethod

@@ -77,7 +77,8 @@ class AvatarJobs:
         try:
             async with self._slots:
                 t0 = time.monotonic()
-                result = await self._job(upload, out, record.get("name"), ids)
+                result = await self._job(upload, out, record.get("name"), ids,
+                                         record.get("renderer") or "sprite")
                 self.metrics.avatar_job_seconds.observe(time.monotonic() - t0)
             if result.get("ok"):
                 await asyncio.to_thread(self.storage.put_asset, result["asset_id"],
@@ -103,8 +104,9 @@ class AvatarJobs:
                 await asyncio.to_thread(self.storage.put_record, owner, record)
             await asyncio.to_thread(_remove, out, upload)
 
-    async def _job(self, upload: Path, out: Path, name: str | None, ids: dict) -> dict:
-        cmd = [self.python, "-m", JOB_MODULE, str(upload), str(out)]
+    async def _job(self, upload: Path, out: Path, name: str | None, ids: dict,
+                   renderer: str = "sprite") -> dict:
+        cmd = [self.python, "-m", JOB_MODULE, str(upload), str(out), "--renderer", renderer]
         if name:
             cmd += ["--name", name]
         proc = await asyncio.create_subprocess_exec(

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from config.avatars import AVATAR_ID_PATTERN
+from config.avatars import AVATAR_ID_PATTERN, Renderer
 from config.fleet import SayRequest, TranscriptEntry
 
 USER_PATTERN = r"^[A-Za-z0-9_.@-]{1,128}$"
@@ -162,6 +162,8 @@ class AvatarView(BaseModel):
     reason: str | None = None
     width: int | None = None
     height: int | None = None
+    renderer: Renderer = Field("sprite", description=(
+        "how lessons draw the mouth (POST /v1/avatars)"))
     preview_url: str | None = Field(None, description="PNG of the 15 mouths, once ready")
     created_at: str
     updated_at: str

@@ -47,6 +47,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     if ($("name").value.trim()) form.append("name", $("name").value.trim());
+    form.append("renderer", $("renderer").value);
     try {
       let av = await api("/v1/avatars", { method: "POST", body: form });
       ui.id = av.id;

@@ -20,7 +20,12 @@ An asset is a directory::
      "mouth": {"x": 176, "y": 290, "width": 160, "height": 104},
      "eyes":  {"x": 180, "y": 220, "width": 152, "height": 48},
      "blink": {"mean_interval_s": 4.0, "duration_s": 0.16},
+     "renderer": "neural",                                          # optional (default sprite)
      "files": {"poses/pose_000.png": "<sha256>", ...}}
+
+``renderer`` says how lessons draw the mouth: ``sprite`` (the 15 mouths and their in-betweens,
+the default, not written) or ``neural`` (the worker's Wav2Lip-class model repaints the lower face;
+a worker without one falls back to the sprites, which every asset has).
 
 The asset's id is the sha256 of its canonical ``avatar.json`` (which names every file's hash),
 so identical content gets the same id wherever it is built. The loader refuses a broken asset
@@ -42,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar_pipeline.viseme_set import NUM_VISEMES, VISEMES
+from config.avatars import RENDERERS
 from config.logs import get_logger
 
 log = get_logger(__name__)
@@ -94,6 +100,7 @@ class AvatarAsset:
     source: dict = field(default_factory=dict)
     id: str = ""
     mids: np.ndarray | None = None  # (len(MID_PAIRS), h, w, 4) in-between mouths, or none
+    renderer: str = "sprite"  # RENDERERS: how lessons draw the mouth
 
     @property
     def width(self) -> int:
@@ -138,6 +145,8 @@ class AvatarAsset:
                 raise AvatarError(
                     f"{name} box {box.to_json()} (with head motion ±{int(max_off)} px) "
                     f"falls outside the {w}x{h} frame")
+        if self.renderer not in RENDERERS:
+            raise AvatarError(f"renderer {self.renderer!r} is not one of {', '.join(RENDERERS)}")
         if not 5 <= self.fps_hint <= 120:
             raise AvatarError(f"fps_hint {self.fps_hint} out of range 5..120")
         if not 0.5 <= self.idle_period_s <= 600:
@@ -162,7 +171,9 @@ def _sha(data: bytes) -> str:
 
 
 def _meta_dict(asset: AvatarAsset, files: dict[str, str]) -> dict:
-    return {
+    # "renderer" only when not the default: sprite assets keep the ids they always had
+    extra = {} if asset.renderer == "sprite" else {"renderer": asset.renderer}
+    return extra | {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "name": asset.name,
@@ -338,6 +349,7 @@ def load_asset(directory: str | os.PathLike) -> AvatarAsset:
             blink_mean_interval_s=float(blink.get("mean_interval_s", 4.0)),
             blink_duration_s=float(blink.get("duration_s", 0.16)),
             source=dict(meta.get("source") or {}),
+            renderer=str(meta.get("renderer", "sprite")),
         )
     except (TypeError, ValueError) as exc:
         raise AvatarError(f"{META_FILE}: bad value ({exc})") from None

@@ -3,7 +3,7 @@
 (seconds of CPU, numpy/OpenCV) never run in the router's event loop, and the router never imports
 the pipeline.
 
-    python -m avatar_pipeline.avatar.job PHOTO OUT_DIR [--name NAME]
+    python -m avatar_pipeline.avatar.job PHOTO OUT_DIR [--name NAME] [--renderer neural]
 
 writes ``OUT_DIR/asset/`` (the asset, as :func:`~avatar_pipeline.avatar.asset.save_asset` lays it
 out, plus ``preview.png``: the 15 mouths as a learner would see them) and prints one JSON line:
@@ -19,8 +19,10 @@ import json
 import sys
 from pathlib import Path
 
+from config.avatars import RENDERERS
 
-def register(photo: Path, out: Path, name: str | None = None) -> dict:
+
+def register(photo: Path, out: Path, name: str | None = None, renderer: str = "sprite") -> dict:
     from PIL import Image
 
     from avatar_pipeline.avatar.asset import save_asset
@@ -29,6 +31,7 @@ def register(photo: Path, out: Path, name: str | None = None) -> dict:
 
     rgb = read_photo(photo)
     asset = build_photo_avatar(rgb, name=name or photo.stem, source=source_of(photo))
+    asset.renderer = renderer
     asset_dir = out / "asset"
     asset_id = save_asset(asset, asset_dir)
     Image.fromarray(mouth_sheet(asset)).save(asset_dir / "preview.png", optimize=True)
@@ -42,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("photo", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--name")
+    p.add_argument("--renderer", choices=RENDERERS, default="sprite")
     args = p.parse_args(argv)
     from avatar_pipeline.avatar.asset import AvatarError
     from config.logs import setup_logging
 
     setup_logging("warning")  # stderr; stdout carries the one result line
     try:
-        result = register(args.photo, args.out, args.name)
+        result = register(args.photo, args.out, args.name, args.renderer)
     except AvatarError as exc:
         print(json.dumps({"ok": False, "reason": str(exc)}), flush=True)
         return 2

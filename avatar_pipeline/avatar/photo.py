@@ -634,7 +634,8 @@ def source_of(path: str | os.PathLike) -> dict:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def register_photo(path: str | os.PathLike, registry=None, name: str | None = None) -> str:
+def register_photo(path: str | os.PathLike, registry=None, name: str | None = None,
+                   renderer: str = "sprite") -> str:
     """Register a photo (cached by its content hash: the same photo is analysed once)."""
     from avatar_pipeline.avatar.registry import AvatarRegistry
 
@@ -642,12 +643,13 @@ def register_photo(path: str | os.PathLike, registry=None, name: str | None = No
     path = Path(path)
     rgb = read_photo(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    ref = f"photo-{digest[:20]}-v{PHOTO_VERSION}"
+    ref = f"photo-{digest[:20]}-v{PHOTO_VERSION}" + ("" if renderer == "sprite" else f"-{renderer}")
     cached = registry.ref(ref)
     if cached:
         log.info("photo.cached", avatar_id=cached, photo=path.name)
         return cached
     asset = build_photo_avatar(rgb, name=name or path.stem, source=source_of(path))
+    asset.renderer = renderer
     avatar_id = registry.add(asset, ref=ref)
     log.info("photo.registered", avatar_id=avatar_id, photo=path.name)
     return avatar_id

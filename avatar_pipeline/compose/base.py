@@ -158,16 +158,60 @@ def _dot3(f, c):
 
 def i420_to_rgb(buf: np.ndarray, width: int, height: int) -> np.ndarray:
     """Decode one I420 frame (for tests and previews)."""
+    return i420_region_to_rgb(buf, width, height, 0, 0, width, height)
+
+
+def _planes(buf: np.ndarray, width: int, height: int):
     n = width * height
-    y = buf[:n].reshape(height, width).astype(np.float32) - 16
-    u = buf[n:n + n // 4].reshape(height // 2, width // 2).astype(np.float32) - 128
-    v = buf[n + n // 4:].reshape(height // 2, width // 2).astype(np.float32) - 128
+    return (buf[:n].reshape(height, width), buf[n:n + n // 4].reshape(height // 2, width // 2),
+            buf[n + n // 4:n + n // 2].reshape(height // 2, width // 2))
+
+
+def i420_region_to_rgb(buf: np.ndarray, width: int, height: int, x: int, y: int, w: int,
+                       h: int) -> np.ndarray:
+    """The RGB pixels of an even-aligned region (``x``, ``y``, ``w``, ``h`` even) of one I420
+    frame, (h, w, 3) uint8."""
+    yp, up, vp = _planes(buf, width, height)
+    yy = yp[y:y + h, x:x + w].astype(np.float32) - 16
+    u = up[y // 2:(y + h) // 2, x // 2:(x + w) // 2].astype(np.float32) - 128
+    v = vp[y // 2:(y + h) // 2, x // 2:(x + w) // 2].astype(np.float32) - 128
     u = u.repeat(2, 0).repeat(2, 1)
     v = v.repeat(2, 0).repeat(2, 1)
-    r = 1.164 * y + 1.596 * v
-    g = 1.164 * y - 0.392 * u - 0.813 * v
-    b = 1.164 * y + 2.017 * u
+    r = 1.164 * yy + 1.596 * v
+    g = 1.164 * yy - 0.392 * u - 0.813 * v
+    b = 1.164 * yy + 2.017 * u
     return np.clip(np.rint(np.stack([r, g, b], -1)), 0, 255).astype(np.uint8)
+
+
+def write_i420_region(buf: np.ndarray, width: int, height: int, x: int, y: int,
+                      rgb: np.ndarray, mask: np.ndarray) -> None:
+    """Encode ``rgb`` (h, w, 3) into an even-aligned region of an I420 frame in place, only where
+    ``mask`` (h, w) is set (for chroma: each 2x2 block with any pixel set), so pixels around a
+    pasted shape keep their exact bytes."""
+    h, w = rgb.shape[:2]
+    yp, up, vp = _planes(buf, width, height)
+    ny, nu, nv = rgb_to_i420_planes(rgb)
+    m = np.asarray(mask, bool)
+    mc = m.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    ry = yp[y:y + h, x:x + w]
+    ry[m] = ny[m]
+    for plane, new in ((up, nu), (vp, nv)):
+        rc = plane[y // 2:(y + h) // 2, x // 2:(x + w) // 2]
+        rc[mc] = new[mc]
+
+
+def pose_index(t, phase, period_s: float, n_poses: int) -> np.ndarray:
+    """The idle pose shown at session time ``t`` (s) with idle ``phase`` (0..1)."""
+    p = (np.asarray(t, np.float64) / period_s + np.asarray(phase, np.float64)) % 1.0
+    return (np.floor(p * n_poses + 0.5).astype(np.int64)) % n_poses
+
+
+def head_offset(asset: AvatarAsset, t: float, phase: float) -> tuple[int, int]:
+    """The head's (dx, dy) in the pose shown at session time ``t``, rounded as the
+    compositors round it."""
+    i = int(pose_index(t, phase, asset.idle_period_s, len(asset.poses)))
+    dx, dy = np.rint(asset.head_offsets[i]).astype(np.int64)
+    return int(dx), int(dy)
 
 
 @dataclass
@@ -212,8 +256,7 @@ class PreparedAvatar:
         return int(self.poses_rgb.shape[0])
 
     def pose_index(self, t: np.ndarray, phase: np.ndarray) -> np.ndarray:
-        p = (np.asarray(t, np.float64) / self.period_s + np.asarray(phase, np.float64)) % 1.0
-        return (np.floor(p * self.n_poses + 0.5).astype(np.int64)) % self.n_poses
+        return pose_index(t, phase, self.period_s, self.n_poses)
 
     def windows(self, pose_idx: np.ndarray, xy: tuple[int, int]):
         """Window origins (wx, wy) and parities (px, py) of a sprite for the given poses."""

@@ -71,22 +71,47 @@ def to_16k(pcm: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def melspectrogram(wav16k: np.ndarray) -> np.ndarray:
     """(80, steps) float32 in [-4, 4]: Wav2Lip's ``audio.melspectrogram``."""
-    x = np.asarray(wav16k, np.float64)
-    y = np.empty_like(x)  # pre-emphasis: y[n] = x[n] - 0.97 x[n-1]
-    if len(x):
-        y[0] = x[0]
-        y[1:] = x[1:] - PREEMPHASIS * x[:-1]
+    y = preemphasis(wav16k)
     pad = N_FFT // 2
     mode = "reflect" if len(y) > pad else "constant"
-    y = np.pad(y, pad, mode=mode)
-    steps = 1 + (len(y) - N_FFT) // HOP
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)  # periodic Hann
+    return mel_columns(np.pad(y, pad, mode=mode))
+
+
+def preemphasis(x: np.ndarray, prev: float = 0.0) -> np.ndarray:
+    """``y[n] = x[n] - 0.97 x[n-1]`` (float64), ``prev`` being the sample before ``x[0]``
+    (0 at the start of a signal, as ``lfilter`` starts)."""
+    x = np.asarray(x, np.float64)
+    y = np.empty_like(x)
+    if len(x):
+        y[0] = x[0] - PREEMPHASIS * prev
+        y[1:] = x[1:] - PREEMPHASIS * x[:-1]
+    return y
+
+
+_WINDOW = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)  # periodic Hann
+
+
+def mel_columns(padded: np.ndarray) -> np.ndarray:
+    """(80, steps) float32 in [-4, 4] for pre-emphasised samples already padded by
+    ``N_FFT // 2`` at the start: step ``s`` is the STFT window ``padded[s*HOP : s*HOP+N_FFT]``."""
+    steps = max(0, 1 + (len(padded) - N_FFT) // HOP)
+    if steps == 0:
+        return np.zeros((N_MELS, 0), np.float32)
     idx = np.arange(N_FFT)[None, :] + HOP * np.arange(steps)[:, None]
-    mag = np.abs(np.fft.rfft(y[idx] * window[None, :], axis=1))  # (steps, 401)
+    mag = np.abs(np.fft.rfft(padded[idx] * _WINDOW[None, :], axis=1))  # (steps, 401)
     mel = mel_basis().astype(np.float64) @ mag.T
     db = 20 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     norm = 2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS
     return np.clip(norm, -MAX_ABS, MAX_ABS).astype(np.float32)
+
+
+def window_start(frame: int, fps: int) -> int:
+    """The first mel step of video frame ``frame``'s window (Wav2Lip's ``int(80 * i / fps)``)."""
+    return int(frame * STEPS_PER_S / fps)
+
+
+SILENT_WINDOW = np.full((1, N_MELS, MEL_STEPS), -MAX_ABS, np.float32)
+"""The window of silence (every bin at the dB floor)."""
 
 
 def mel_windows(pcm: np.ndarray, sample_rate: int, fps: int) -> np.ndarray:
@@ -100,6 +125,6 @@ def mel_windows(pcm: np.ndarray, sample_rate: int, fps: int) -> np.ndarray:
     out = np.empty((n_frames, 1, N_MELS, MEL_STEPS), np.float32)
     last = mel.shape[1] - MEL_STEPS
     for i in range(n_frames):
-        s = min(int(i * STEPS_PER_S / fps), last)
+        s = min(window_start(i, fps), last)
         out[i, 0] = mel[:, s:s + MEL_STEPS]
     return out

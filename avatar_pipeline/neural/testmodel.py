@@ -1,7 +1,11 @@
 """A stand-in for a Wav2Lip-class lip-sync generator, made by our code: the same ONNX signature
 (mel 1x1x80x16 + face 1x6x96x96 -> 1x3x96x96, batch dimension dynamic) and, at the default width,
-about the same size (Wav2Lip's generator has ~36 M parameters). Its weights are random: it
-exists so the neural slot can be tested and benchmarked without anyone's weights.
+about the same size (Wav2Lip's generator has ~36 M parameters). Its convolutional weights are
+random, so on their own they would paint a face that ignores the audio; the output is therefore
+mostly a fixed rule a test can check: the reference face's lower half with a dark mouth opening
+whose height follows the loudness of the window's first 50 ms (the audio of the frame itself),
+plus 15 % of the random network (so its cost is what a real generator's is). It exists so the
+neural slot can be tested and benchmarked without anyone's weights.
 
     python -m avatar_pipeline.neural.testmodel out.onnx [--width 1.5]
 """
@@ -14,6 +18,9 @@ from pathlib import Path
 from config.logs import get_logger
 
 log = get_logger(__name__)
+
+MOUTH_RULE = 0.85
+"""The share of the output drawn by the mouth rule (the rest is the random network's)."""
 
 DEFAULT_WIDTH = 1.5
 """Channel multiplier: 1.5 gives ~35 M parameters, about Wav2Lip's generator (~36 M)."""
@@ -65,8 +72,25 @@ def _build(width: float, seed: int):
                 up(ch[1] * 2, ch[0]),  # 96
             ])
             self.out = nn.Sequential(block(ch[0] * 2, ch[0]), nn.Conv2d(ch[0], 3, 1), nn.Sigmoid())
+            grid = (torch.arange(96, dtype=torch.float32) + 0.5) / 96
+            self.register_buffer("yy", grid[:, None].expand(96, 96).clone())
+            self.register_buffer("xx", grid[None, :].expand(96, 96).clone())
 
         def forward(self, mel, face):
+            return MOUTH_RULE * self.mouth(mel, face) + (1 - MOUTH_RULE) * self.net(mel, face)
+
+        def mouth(self, mel, face):
+            # loudness of the frame's own audio: mel steps 0-3 (-25..+62 ms), bands 10-60
+            level = (mel[:, :, 10:60, 0:4].mean(dim=(1, 2, 3)) + 4.0) / 8.0  # 0 (silent)..1
+            opening = torch.clamp((level - 0.3) / 0.4, 0.0, 1.0)[:, None, None, None]
+            ry = 0.005 + 0.08 * opening
+            inside = 1 - ((self.xx - 0.5) / 0.14) ** 2 - ((self.yy - 0.66) / ry) ** 2
+            mask = torch.sigmoid(inside * 12.0)
+            upper = face[:, 0:3] * (self.yy < 0.5).float()
+            lower = face[:, 3:6] * (self.yy >= 0.5).float()
+            return (upper + lower) * (1 - mask) + 0.08 * mask
+
+        def net(self, mel, face):
             feats = []
             x = face
             for f in self.face:

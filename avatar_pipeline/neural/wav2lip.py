@@ -138,11 +138,18 @@ class NeuralRenderer:
         self.crops: dict[str, FaceCrop] = {}
         self.refs: dict[str, np.ndarray] = {}
 
-    def add_avatar(self, asset: AvatarAsset) -> None:
+    def add_avatar(self, asset: AvatarAsset, key: str | None = None) -> str:
+        """Prepare ``asset`` (its face box and reference face) under ``key`` (its id)."""
+        key = key or asset.id
         crop = face_crop_for(asset)
-        self.crops[asset.id] = crop
+        self.crops[key] = crop
         b = crop.box
-        self.refs[asset.id] = self._to96(asset.poses[0][b.y:b.y + b.height, b.x:b.x + b.width])
+        self.refs[key] = self._to96(asset.poses[0][b.y:b.y + b.height, b.x:b.x + b.width])
+        return key
+
+    def remove_avatar(self, key: str) -> None:
+        self.crops.pop(key, None)
+        self.refs.pop(key, None)
 
     @staticmethod
     def _to96(rgb: np.ndarray) -> np.ndarray:
@@ -171,34 +178,90 @@ class NeuralRenderer:
                                                            self.face_name: f})[0][:fb - pad])
         return np.concatenate(outs)
 
-    def render(self, frames: np.ndarray, mels: np.ndarray, avatar_ids: list[str],
-               offsets: np.ndarray | None = None) -> np.ndarray:
-        import cv2
-
-        n = len(frames)
-        if mels.shape != (n, *MEL_SHAPE):
-            raise ValueError(f"mels must be ({n}, 1, 80, 16), got {mels.shape}")
-        faces = np.empty((n, *FACE_SHAPE), np.float32)
-        boxes = []
+    def _boxes(self, n: int, avatar_ids: list[str], offsets, width: int,
+               height: int) -> list[tuple[int, int, FaceCrop]]:
+        """Each frame's face box (x, y, crop), moved with its pose's head offset."""
+        out = []
         for i in range(n):
             crop = self.crops[avatar_ids[i]]
             dx, dy = (0, 0) if offsets is None else (int(offsets[i][0]), int(offsets[i][1]))
             b = crop.box
-            x = int(np.clip(b.x + dx, 0, frames.shape[2] - b.width))
-            y = int(np.clip(b.y + dy, 0, frames.shape[1] - b.height))
-            boxes.append((x, y, crop))
-            f = self._to96(frames[i, y:y + b.height, x:x + b.width])
-            masked = f.copy()
-            masked[:, FACE // 2:] = 0.0  # Wav2Lip masks the lower half
-            faces[i, :3] = masked
+            out.append((int(np.clip(b.x + dx, 0, width - b.width)),
+                        int(np.clip(b.y + dy, 0, height - b.height)), crop))
+        return out
+
+    def _generate(self, faces_rgb: list[np.ndarray], mels: np.ndarray,
+                  avatar_ids: list[str]) -> list[np.ndarray]:
+        """One batched model call: each face crop (side, side, 3) uint8 with its mel window ->
+        the generated face at the crop's size, float32 0..255."""
+        import cv2
+
+        n = len(faces_rgb)
+        if mels.shape != (n, *MEL_SHAPE):
+            raise ValueError(f"mels must be ({n}, 1, 80, 16), got {mels.shape}")
+        faces = np.empty((n, *FACE_SHAPE), np.float32)
+        for i, f in enumerate(faces_rgb):
+            f96 = self._to96(f)
+            faces[i, :3] = f96
+            faces[i, :3, FACE // 2:] = 0.0  # Wav2Lip masks the lower half
             faces[i, 3:] = self.refs[avatar_ids[i]]
         out = self.infer(mels, faces)
+        return [cv2.resize(np.clip(out[i].transpose(1, 2, 0), 0, 1) * 255,
+                           (f.shape[1], f.shape[0]), interpolation=cv2.INTER_LINEAR)
+                for i, f in enumerate(faces_rgb)]
+
+    def render(self, frames: np.ndarray, mels: np.ndarray, avatar_ids: list[str],
+               offsets: np.ndarray | None = None) -> np.ndarray:
+        """RGB(A) frames (N, H, W, 3|4), repainted in place (and returned)."""
+        n, height, width = frames.shape[:3]
+        boxes = self._boxes(n, avatar_ids, offsets, width, height)
+        crops = [frames[i, y:y + c.box.height, x:x + c.box.width, :3]
+                 for i, (x, y, c) in enumerate(boxes)]
+        gens = self._generate(crops, mels, avatar_ids)
+        for crop_px, (_x, _y, c), gen in zip(crops, boxes, gens, strict=True):
+            crop_px[...] = _paste(crop_px, gen, c.paste)
+        return frames
+
+    def repaint(self, frames: list[np.ndarray], fmt: str, width: int, height: int,
+                mels: np.ndarray, avatar_ids: list[str],
+                offsets: np.ndarray | None = None) -> None:
+        """Composed frames as the engine makes them (each a 1-D uint8 row in ``fmt``, i420 or
+        rgba, e.g. views into a compositor's batch), repainted in place with one model call:
+        only the feathered lower face changes."""
+        if fmt == "rgba":
+            views = [f.reshape(height, width, 4) for f in frames]
+            boxes = self._boxes(len(views), avatar_ids, offsets, width, height)
+            crops = [v[y:y + c.box.height, x:x + c.box.width, :3]
+                     for v, (x, y, c) in zip(views, boxes, strict=True)]
+            gens = self._generate(crops, mels, avatar_ids)
+            for crop_px, (_x, _y, c), gen in zip(crops, boxes, gens, strict=True):
+                crop_px[...] = _paste(crop_px, gen, c.paste)
+            return
+        from avatar_pipeline.compose.base import i420_region_to_rgb, write_i420_region
+
+        boxes = self._boxes(len(frames), avatar_ids, offsets, width, height)
+        regions, crops = [], []
         for i, (x, y, crop) in enumerate(boxes):
             side = crop.box.width
-            gen = cv2.resize(np.clip(out[i].transpose(1, 2, 0), 0, 1) * 255, (side, side),
-                             interpolation=cv2.INTER_LINEAR)
-            region = frames[i, y:y + side, x:x + side, :3].astype(np.float32)
-            a = crop.paste[..., None]
-            frames[i, y:y + side, x:x + side, :3] = np.clip(
-                np.rint(gen * a + region * (1 - a)), 0, 255).astype(np.uint8)
-        return frames
+            x0, y0 = x & ~1, y & ~1  # I420 regions are even-aligned
+            w = min(width, (x + side + 1) & ~1) - x0
+            h = min(height, (y + side + 1) & ~1) - y0
+            rgb = i420_region_to_rgb(frames[i], width, height, x0, y0, w, h)
+            regions.append((x0, y0, rgb))
+            crops.append(rgb[y - y0:y - y0 + side, x - x0:x - x0 + side])
+        gens = self._generate(crops, mels, avatar_ids)
+        for i, ((x, y, crop), (x0, y0, rgb), gen) in enumerate(zip(boxes, regions, gens,
+                                                                    strict=True)):
+            side = crop.box.width
+            sub = rgb[y - y0:y - y0 + side, x - x0:x - x0 + side]
+            sub[...] = _paste(sub, gen, crop.paste)
+            mask = np.zeros(rgb.shape[:2], bool)
+            mask[y - y0:y - y0 + side, x - x0:x - x0 + side] = crop.paste > 0
+            write_i420_region(frames[i], width, height, x0, y0, rgb, mask)
+
+
+def _paste(region: np.ndarray, gen: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The generated face over ``region`` (uint8), through the feathered lower-face alpha."""
+    a = alpha[..., None]
+    return np.clip(np.rint(gen * a + region.astype(np.float32) * (1 - a)), 0,
+                   255).astype(np.uint8)

@@ -19,6 +19,7 @@ from config.avatars import (
     ASSET_PATH_PATTERN,
     AVATAR_ID_PATTERN,
     MAX_UPLOAD_BYTES,
+    Renderer,
 )
 from config.logs import get_logger
 from router.avatar_jobs import AvatarJobs, now_iso
@@ -71,15 +72,23 @@ async def _read_upload(file: UploadFile) -> bytes:
 async def register(owner: Owner, storage: StorageDep, jobs: JobsDep,
                    file: Annotated[UploadFile, File(description=(
                        "a face photo (JPEG, PNG, WebP, GIF) or a short video (its first frame)"))],
-                   name: Annotated[str | None, Form(max_length=80)] = None) -> JSONResponse:
+                   name: Annotated[str | None, Form(max_length=80)] = None,
+                   renderer: Annotated[Renderer, Form(description=(
+                       "how lessons draw the mouth: sprite (15 mouths and their in-betweens) or "
+                       "neural (the workers' Wav2Lip-class model repaints the lower face; "
+                       "workers without one draw the sprites)"))] = "sprite") -> JSONResponse:
     """Register a photo as an avatar: 202 with the avatar ``pending`` while its mouths are
     made (seconds), then ``GET /v1/avatars/{id}`` says ``ready`` or ``refused`` with the
     reason. The id is the photo's content hash: uploading the same photo again answers 200
-    with the avatar it already made."""
+    with the avatar it already made. The same photo registered with the other renderer is
+    another avatar (its id also hashes the renderer)."""
     if name is not None and not _NAME.match(name):
         raise ApiError(422, "bad_name", "name: 1-80 printable characters, no < >")
     data = await _read_upload(file)
-    avatar_id = hashlib.sha256(data).hexdigest()[:24]
+    digest = hashlib.sha256(data)
+    if renderer != "sprite":  # the sprite avatar of a photo keeps the id it always had
+        digest.update(f"\0renderer={renderer}".encode())
+    avatar_id = digest.hexdigest()[:24]
     old = await asyncio.to_thread(storage.get_record, owner, avatar_id)
     if old is not None and view(old, jobs, owner)["status"] in ("pending", "ready", "refused"):
         return JSONResponse(view(old, jobs, owner), 200)
@@ -89,7 +98,7 @@ async def register(owner: Owner, storage: StorageDep, jobs: JobsDep,
     stamp = now_iso()
     record = {"id": avatar_id, "name": name or Path(file.filename or "photo").stem[:80] or "photo",
               "status": "pending", "reason": None, "asset_id": None, "width": None,
-              "height": None, "created_at": stamp, "updated_at": stamp}
+              "height": None, "renderer": renderer, "created_at": stamp, "updated_at": stamp}
     await asyncio.to_thread(storage.put_record, owner, record)
     jobs.submit(owner, record, Path(tmp))
     log.info("avatar.submitted", avatar_id=avatar_id, owner=owner, bytes=len(data))

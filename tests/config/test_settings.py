@@ -53,6 +53,7 @@ def test_dotenv_file_is_read_and_env_wins(monkeypatch, tmp_path):
         ("AVATAR_LIVEKIT__URL", "livekit.example", "ws://"),
         ("AVATAR_LOG_LEVEL", "loud", "debug"),
         ("AVATAR_VIDEO__WIDTH", "513", "multiple of 2"),
+        ("AVATAR_WORKER__NEURAL_MODEL", "/nonexistent/w2l.onnx", "no such file"),
     ],
 )
 def test_a_bad_value_names_the_setting_and_what_is_allowed(monkeypatch, var, value, says):

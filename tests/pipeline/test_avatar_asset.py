@@ -82,6 +82,20 @@ def test_save_load_roundtrip(tutor, saved):
     assert meta["version"] == 1 and meta["visemes"] == list(VISEMES)
 
 
+def test_the_renderer_is_part_of_the_asset(tutor, saved, tmp_path):
+    """A neural asset records its renderer (and so has another id); a sprite asset writes none,
+    keeping the id it always had; an unknown renderer is refused."""
+    import dataclasses
+
+    assert "renderer" not in json.loads((saved / "avatar.json").read_text())
+    neural = dataclasses.replace(tutor, renderer="neural")
+    nid = save_asset(neural, tmp_path / "neural")
+    assert nid != tutor.id and load_asset(tmp_path / "neural").renderer == "neural"
+    assert load_asset(saved).renderer == "sprite"
+    with pytest.raises(AvatarError, match="renderer 'hologram' is not one of sprite, neural"):
+        dataclasses.replace(tutor, renderer="hologram").validate()
+
+
 def _broken(saved, tmp_path, edit):
     d = tmp_path / "broken"
     shutil.copytree(saved, d)

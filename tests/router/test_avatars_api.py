@@ -158,6 +158,9 @@ async def test_bad_uploads_are_refused_with_a_reason(app_client, portrait):
     r = await c.post("/v1/avatars", headers=API, data={"name": "<script>"},
                      files={"file": ("a.jpg", portrait, "image/jpeg")})
     assert r.status_code == 422 and r.json()["error"] == "bad_name"
+    r = await c.post("/v1/avatars", headers=API, data={"renderer": "hologram"},
+                     files={"file": ("a.jpg", portrait, "image/jpeg")})
+    assert r.status_code == 422 and "renderer" in r.text and "neural" in r.text, r.text
     assert (await c.get("/v1/avatars/not-an-id", headers=API)).status_code == 422
     r = await c.post("/v1/lessons/x/join", json={**BODY, "avatar_id": "zz"}, headers=API)
     assert r.status_code == 422

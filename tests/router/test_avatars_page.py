@@ -1,13 +1,15 @@
 """The avatar registration page (web/avatars.html) in headless Chromium against a real router
 (``python -m router``, CORS allowing the page's origin) with its real registration jobs: a photo
 dropped on the page becomes a ready avatar whose id and mouths the page shows; a photo without a
-face is refused with the reason; the list shows the backend's avatars and deletes them."""
+face is refused with the reason; the same photo with the neural mouth chosen is another avatar;
+the list shows the backend's avatars and deletes them."""
 
 from __future__ import annotations
 
 import base64
 import io
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -80,6 +82,17 @@ async def test_register_an_avatar_from_the_page(livekit_server, redis_url):
                 assert w > h > 200, (w, h)
                 await page.screenshot(path=str(router.workdir / "avatars_page.png"))
 
+                # the same photo with the neural mouth is another avatar, registered as such
+                await page.select_option("#renderer", "neural")
+                await page.fill("#name", "Collins neural")
+                await _drop(page, _jpeg(data.astronaut()), "collins.jpg")
+                neural = await _settled(page)
+                assert neural["state"] == "ready" and neural["id"] != ui["id"], neural
+                got = httpx.get(f"http://{router.address}/v1/avatars/{neural['id']}",
+                                headers={"X-API-Key": DEV_API_KEY}).json()
+                assert got["renderer"] == "neural", got
+                await page.select_option("#renderer", "sprite")
+
                 # no face: refused, with the reason shown
                 await page.fill("#name", "")
                 await _drop(page, _jpeg(np.full((300, 300, 3), 180, np.uint8)), "wall.jpg")
@@ -88,12 +101,12 @@ async def test_register_an_avatar_from_the_page(livekit_server, redis_url):
                 assert "face" in (await page.inner_text("#status")).lower()
 
                 # the list shows both; deleting one (confirmed) removes it from the router
-                await page.wait_for_function("window.avatarsUi.listed.length === 2")
+                await page.wait_for_function("window.avatarsUi.listed.length === 3")
                 page.on("dialog", lambda d: d.accept())
                 await page.click("button[aria-label='Delete wall']")
-                await page.wait_for_function("window.avatarsUi.listed.length === 1")
+                await page.wait_for_function("window.avatarsUi.listed.length === 2")
                 listed = await page.evaluate("window.avatarsUi.listed")
-                assert [a["name"] for a in listed] == ["Ms Collins"]
+                assert sorted(a["name"] for a in listed) == ["Collins neural", "Ms Collins"]
                 assert not errors, errors
                 await browser.close()
     finally:
