@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,12 @@ def load_model(path: str | os.PathLike, providers: list[str] | None = None):
 class FaceCrop:
     box: Box  # the square face crop in frame coordinates (at pose offset 0)
     paste: np.ndarray  # (side, side) float32 alpha: the lower half, feathered
+
+    @cached_property
+    def pasted(self) -> tuple[slice, slice]:
+        """The rows and columns of the crop the paste changes (alpha > 0)."""
+        ys, xs = np.nonzero(self.paste > 0)
+        return slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1)
 
 
 def face_crop_for(asset: AvatarAsset) -> FaceCrop:
@@ -252,12 +259,18 @@ class NeuralRenderer:
         gens = self._generate(crops, mels, avatar_ids)
         for i, ((x, y, crop), (x0, y0, rgb), gen) in enumerate(zip(boxes, regions, gens,
                                                                     strict=True)):
-            side = crop.box.width
-            sub = rgb[y - y0:y - y0 + side, x - x0:x - x0 + side]
-            sub[...] = _paste(sub, gen, crop.paste)
-            mask = np.zeros(rgb.shape[:2], bool)
-            mask[y - y0:y - y0 + side, x - x0:x - x0 + side] = crop.paste > 0
-            write_i420_region(frames[i], width, height, x0, y0, rgb, mask)
+            # only the pasted part of the crop is blended and encoded again
+            rows, cols = crop.pasted
+            ys, xs = slice(y - y0 + rows.start, y - y0 + rows.stop), \
+                slice(x - x0 + cols.start, x - x0 + cols.stop)
+            rgb[ys, xs] = _paste(rgb[ys, xs], gen[rows, cols], crop.paste[rows, cols])
+            ey0, ex0 = ys.start & ~1, xs.start & ~1
+            ey1, ex1 = min(rgb.shape[0], (ys.stop + 1) & ~1), min(rgb.shape[1], (xs.stop + 1) & ~1)
+            mask = np.zeros((ey1 - ey0, ex1 - ex0), bool)
+            mask[ys.start - ey0:ys.stop - ey0, xs.start - ex0:xs.stop - ex0] = \
+                crop.paste[rows, cols] > 0
+            write_i420_region(frames[i], width, height, x0 + ex0, y0 + ey0,
+                              rgb[ey0:ey1, ex0:ex1], mask)
 
 
 def _paste(region: np.ndarray, gen: np.ndarray, alpha: np.ndarray) -> np.ndarray:
