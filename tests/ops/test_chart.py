@@ -300,3 +300,36 @@ def test_network_policies_admit_only_what_must_talk():
     redis_from = [f.get("podSelector", {}).get("matchLabels", {}).get(
         "app.kubernetes.io/component") for f in pols["redis"]["ingress"][0]["from"]]
     assert {"router", "worker"} <= set(redis_from)
+
+
+def test_a_pool_with_a_neural_model_mounts_it_read_only_and_names_it(tmp_path):
+    """``neuralModel`` on a GPU pool: its workers mount the claim at /models read-only and are
+    told the file (AVATAR_WORKER__NEURAL_MODEL); the other pools get neither; a file that is not
+    an .onnx path is refused by the schema."""
+    vals = tmp_path / "neural.yaml"
+    values = yaml.safe_load(VALUES["production-gpu"].read_text())
+    pools = values["workerPools"]
+    for p in pools:
+        if p["name"] == "eu-gpu":
+            p["neuralModel"] = {"claimName": "w2l-weights", "file": "wav2lip/w2l.onnx"}
+    vals.write_text(yaml.safe_dump(values))
+    deps = _pools(render(vals))
+    for name, dep in deps.items():
+        spec = dep["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        if name == "eu-gpu":
+            assert env["AVATAR_WORKER__NEURAL_MODEL"] == "/models/wav2lip/w2l.onnx"
+            assert mounts["neural-model"] == {"name": "neural-model", "mountPath": "/models",
+                                              "readOnly": True}
+            vol = next(v for v in spec["volumes"] if v["name"] == "neural-model")
+            assert vol["persistentVolumeClaim"] == {"claimName": "w2l-weights",
+                                                    "readOnly": True}
+        else:
+            assert "AVATAR_WORKER__NEURAL_MODEL" not in env and "neural-model" not in mounts
+    pools[0]["neuralModel"] = {"claimName": "w2l-weights", "file": "../etc/passwd"}
+    vals.write_text(yaml.safe_dump(values))
+    r = subprocess.run([str(helm()), "template", "fleet", str(CHART), "--kube-version",
+                        KUBE_VERSION, "-f", str(vals)], capture_output=True, text=True)
+    assert r.returncode != 0 and "neuralModel" in r.stderr, r.stderr
