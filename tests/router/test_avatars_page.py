@@ -88,8 +88,9 @@ async def test_register_an_avatar_from_the_page(livekit_server, redis_url):
                 await _drop(page, _jpeg(data.astronaut()), "collins.jpg")
                 neural = await _settled(page)
                 assert neural["state"] == "ready" and neural["id"] != ui["id"], neural
-                got = httpx.get(f"http://{router.address}/v1/avatars/{neural['id']}",
-                                headers={"X-API-Key": DEV_API_KEY}).json()
+                async with httpx.AsyncClient() as http:
+                    got = (await http.get(f"http://{router.address}/v1/avatars/{neural['id']}",
+                                          headers={"X-API-Key": DEV_API_KEY})).json()
                 assert got["renderer"] == "neural", got
                 await page.select_option("#renderer", "sprite")
 
