@@ -36,7 +36,7 @@ from config.logs import get_logger
 
 log = get_logger(__name__)
 
-PHOTO_VERSION = 2  # 2: in-between mouths
+PHOTO_VERSION = 3  # 2: in-between mouths; 3: shaded interiors
 OUT_SIZE = 512
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000

@@ -156,40 +156,90 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
             seam = np.exp(-((ys - line) / 0.9) ** 2) * (np.abs(u_src) < 1.0)[None, :]
             out = out * (1 - 0.35 * seam[..., None])
         return out
-    # the interior, anti-aliased against the lips
-    inside = (np.clip(ys - top_v + 0.5, 0, 1) * np.clip(bot_v - ys + 0.5, 0, 1)
-              * (np.abs(u) < 1)[None, :])
-    depth = np.clip((ys - top_v) / np.maximum(bot_v - top_v, 1), 0, 1)
-    cavity = np.array([70, 22, 28], np.float32) * (1.0 - 0.35 * depth[..., None])
-    interior = cavity
-    teeth = (np.asarray(g.teeth_rgb, np.float32) / tint if g.teeth_rgb is not None
-             else np.array([240, 234, 222], np.float32))
-    tongue = np.array([196, 92, 100], np.float32)
-    # tongue
+    return _with_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, gap_v, tint)
+
+
+def inside_mask(ys, top_v, bot_v, u) -> np.ndarray:
+    """The opening between the lips, anti-aliased and softened like a lip's edge."""
+    import cv2
+
+    hard = (np.clip(ys - top_v + 0.5, 0, 1) * np.clip(bot_v - ys + 0.5, 0, 1)
+            * (np.abs(u) < 1)[None, :]).astype(np.float32)
+    return cv2.GaussianBlur(hard, (0, 0), 0.7)
+
+
+def lip_colour(img: np.ndarray, g: MouthGeometry) -> np.ndarray:
+    """The photo's lip colour: the redder half of the lips' pixels near the centre."""
+    y0, y1 = int(g.lip_top), int(max(g.lip_bottom, g.lip_top + 2))
+    x0, x1 = int(g.cx - 0.5 * g.half_w), int(g.cx + 0.5 * g.half_w)
+    px = img[max(0, y0):y1, max(0, x0):x1].reshape(-1, 3).astype(np.float32)
+    if len(px) < 10:
+        return np.array([160, 80, 80], np.float32)
+    red = px[:, 0] - px[:, 1]
+    return np.median(px[red >= np.median(red)], 0)
+
+
+def _with_interior(img, out, g: MouthGeometry, m: PhotoMouth, ys, xs, u, top_v, bot_v, line,
+                   gap_v, tint) -> np.ndarray:
+    """Paint the inside of the open mouth, shaded as light falls into one: the inner lips
+    (reddish, just inside the edge), a throat that darkens away from the lips and into the
+    corners, teeth that recede into the corners and sit in the upper lip's shadow, with faint
+    gaps between them, and a tongue lit from above; then the photo's grain, so the interior does
+    not read as flat paint on a photo."""
+    import cv2
+
+    a = g.half_w
+    inside = inside_mask(ys, top_v, bot_v, u)
+    h_open = np.maximum(bot_v - top_v, 1e-3)
+    mid = np.clip(1 - np.abs(ys - (top_v + bot_v) / 2) / (h_open / 2), 0, 1)  # 0 lips..1 middle
+    across = np.clip(1 - np.abs(u), 0, 1)[None, :]  # 1 centre..0 corners
+    lip = lip_colour(img, g) / np.maximum(tint, 1e-3)
+    mucosa = lip * 0.42
+    throat = lip * 0.22 + np.array([6, 1, 2], np.float32)
+    dark = np.maximum(np.clip(mid * 4.0, 0, 1) ** 0.7, 1 - across ** 0.6)[..., None]
+    interior = mucosa * (1 - dark) + throat * dark
+    # tongue: lip-coloured, lit on its upper surface, falling into shadow at its sides
+    tongue_c = lip * 0.8 + np.array([10, 0, 4], np.float32)
     if m.tongue in ("low", "back", "tip_up"):
         ty = bot_v - (0.35 if m.tongue != "back" else 0.55) * (bot_v - top_v)
-        tmask = np.clip((ys - ty) / 1.5, 0, 1) * (np.abs(u) < 0.75)[None, :]
-        interior = interior * (1 - tmask[..., None]) + tongue * tmask[..., None]
+        tmask = np.clip((ys - ty) / 1.5, 0, 1) * np.clip((0.78 - np.abs(u)) / 0.15, 0, 1)[None, :]
+        lit = np.clip(0.85 - 0.5 * (ys - ty) / np.maximum(bot_v - ty, 1), 0.35, 1) * (
+            0.55 + 0.45 * across)
+        interior = interior * (1 - tmask[..., None]) + (tongue_c * lit[..., None]) * tmask[..., None]
     if m.tongue == "tip_up":
         tip = np.exp(-(((xs - g.cx) / (0.28 * a)) ** 2)
                      - ((ys - (top_v + m.teeth_u * a + 0.05 * a)) / (0.09 * a)) ** 2)
-        interior = interior * (1 - tip[..., None]) + tongue * tip[..., None]
-    # teeth: a band under the upper lip (and over the lower one), gently curved edge
+        interior = interior * (1 - tip[..., None]) + tongue_c * 0.85 * tip[..., None]
+    teeth = (np.asarray(g.teeth_rgb, np.float32) / tint if g.teeth_rgb is not None
+             else np.array([242, 236, 222], np.float32))
+    # teeth recede: full light at the centre, into shadow towards the corners
+    recede = (0.72 + 0.28 * np.clip(across * 1.6, 0, 1))[..., None]
+    # faint gaps between the four front teeth
+    edges = g.cx + np.array([-0.22, 0.0, 0.22]) * a
+    gaps = np.zeros_like(xs[0])
+    for e in edges:
+        gaps = np.maximum(gaps, np.exp(-((xs[0] - e) / 0.6) ** 2))
     if m.teeth_u > 0:
         edge = top_v + m.teeth_u * a + 0.04 * a * u[None, :] ** 2
-        tm = np.clip(edge - ys + 0.5, 0, 1)
-        interior = interior * (1 - tm[..., None]) + teeth * tm[..., None]
+        tm = np.clip((edge - ys) / 1.2 + 0.5, 0, 1)
+        shadow = 1 - 0.2 * np.exp(-np.clip(ys - top_v, 0, None) / max(0.04 * a, 0.8))
+        shade = recede * shadow[..., None] * (1 - 0.05 * gaps[None, :, None])
+        interior = interior * (1 - tm[..., None]) + teeth * shade * tm[..., None]
     if m.teeth_l > 0:
         edge = bot_v - m.teeth_l * a
-        tm = np.clip(ys - edge + 0.5, 0, 1) * (np.abs(u) < 0.8)[None, :]
-        interior = interior * (1 - tm[..., None]) + teeth * 0.93 * tm[..., None]
+        tm = np.clip((ys - edge) / 1.2 + 0.5, 0, 1) * np.clip((0.8 - np.abs(u)) / 0.1, 0,
+                                                               1)[None, :]
+        interior = interior * (1 - tm[..., None]) + teeth * 0.82 * recede * tm[..., None]
     if m.tongue == "tip_out":
         tip = np.clip(1.2 - (((xs - g.cx) / (0.34 * a)) ** 2
                              + ((ys - (line + 0.12 * gap_v.max())) / (0.11 * a)) ** 2), 0, 1)
-        interior = interior * (1 - tip[..., None]) + tongue * tip[..., None]
-    interior = interior * tint  # match the photo's light
-    # a soft shadow where the lips meet the interior
-    edge_shade = np.exp(-((ys - top_v) / 1.0) ** 2)  # the upper lip's shadow on the teeth
-    interior = interior * (1 - 0.12 * edge_shade[..., None])
+        interior = interior * (1 - tip[..., None]) + tongue_c * tip[..., None]
+    interior = interior * tint  # the photo's light
+    # the photo's grain (deterministic: the same photo makes the same mouths)
+    rng = np.random.default_rng(int(g.cx * 1000 + g.line_y) & 0xFFFFFFFF)
+    interior = interior + rng.normal(0, 1.3, interior.shape[:2])[..., None].astype(np.float32)
+    # the lips curl in: a soft shadow on them just outside the opening
+    rim = np.clip(cv2.GaussianBlur(inside, (0, 0), 1.6) - inside, 0, 1)
+    out = out * (1 - 0.6 * rim[..., None])
     inside = inside[..., None]
     return out * (1 - inside) + interior * inside

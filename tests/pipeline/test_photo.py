@@ -66,10 +66,10 @@ def test_photo_mouths_move_the_mouth_only(astro_asset):
         d = np.abs(frames[i] - sil).max(-1)
         assert d[outside].max() == 0, v
         assert (d > 25).sum() > 30, f"{v} looks like sil on the photo"
-    # aa opens widest: the most dark-red mouth interior where the lips part
+    # aa opens widest: the most dark mouth interior where the lips part
     def dark(f):
-        c = f[box.y:box.y + box.height, box.x:box.x + box.width]
-        return int(((c.sum(-1) < 260) & (c[..., 0] - c[..., 1] > 30)).sum())
+        c = f[box.y:box.y + int(0.45 * box.height), box.x + box.width // 4:box.x + 3 * box.width // 4]
+        return int((c.sum(-1) < 200).sum())
 
     dark = [dark(f) for f in frames]
     assert dark[VISEME_INDEX["aa"]] == max(dark)
@@ -192,8 +192,9 @@ def test_closed_mouth_photo_opens(astro_asset):
     assert asset.source["mouth_from_lips"] is True
     m = asset.mouths[..., :3].astype(np.int16)
 
-    def interior(i):
-        return int(((m[i].sum(-1) < 260) & (m[i][..., 0] - m[i][..., 1] > 30)).sum())
+    def interior(i):  # dark pixels about the lip line (not the chin or the clothes)
+        h, w = m[i].shape[:2]
+        return int((m[i][:int(0.45 * h), w // 4:3 * w // 4].sum(-1) < 200).sum())
 
     closed_px = interior(VISEME_INDEX["sil"])  # the line where the lips meet, no more
     assert interior(VISEME_INDEX["aa"]) > 3 * closed_px + 300
@@ -208,3 +209,32 @@ def test_phone_photo_stored_sideways(tmp_path):
     Image.fromarray(np.ascontiguousarray(np.rot90(ASTRONAUT, 1))).save(p, exif=exif, quality=92)
     reg = AvatarRegistry(tmp_path / "c")
     assert reg.get(register_photo(p, registry=reg)).source["kind"] == "photo"
+
+
+def test_open_mouths_are_shaded_like_a_mouth_not_painted(astro_asset):
+    """The inside of an open mouth takes its colour from the photo's lips (not a saturated
+    paint), is lighter just inside the lips than deep in the mouth (light falls in through the
+    opening) and carries grain like the photo around it; flat paint has none of these."""
+    import cv2
+
+    from avatar_pipeline.viseme_set import VISEME_INDEX
+
+    a = astro_asset
+    # the lips: the reddest pixels of the closed mouth's middle third
+    sil = a.mouths[VISEME_INDEX["sil"], :, a.mouth_box.width // 3:2 * a.mouth_box.width // 3,
+                   :3].reshape(-1, 3).astype(np.float32)
+    red = sil[:, 0] - sil[:, 1]
+    lips = np.median(sil[red >= np.percentile(red, 90)], 0)
+    lip_hue = lips[0] / lips[1]
+    for v in ("aa", "oh"):
+        out = a.mouths[VISEME_INDEX[v], ..., :3].astype(np.float32)
+        lum = out.mean(-1)
+        cavity = (lum < 90).astype(np.uint8)
+        core = cv2.erode(cavity, np.ones((11, 11), np.uint8)).astype(bool)
+        rim = cavity.astype(bool) & ~cv2.erode(cavity, np.ones((5, 5), np.uint8)).astype(bool)
+        assert core.sum() > 100 and rim.sum() > 100, (v, core.sum(), rim.sum())
+        assert lum[rim].mean() > lum[core].mean() + 10, v
+        grain = (lum - cv2.blur(lum, (3, 3)))[core].std()
+        assert grain > 1.0, (v, grain)
+        hue = (out[..., 0] / np.maximum(out[..., 1], 1))[core].mean()
+        assert abs(hue - lip_hue) < 0.35, (v, hue, lip_hue)
