@@ -85,6 +85,10 @@ say "promtool: $(.venv/bin/python -c 'from scripts.gotools import promtool; prin
 say "prometheus: $(.venv/bin/python -c 'from scripts.gotools import prometheus; print(prometheus())')"
 say "helm: $(.venv/bin/python -c 'from scripts.gotools import helm; print(helm())')"
 
-# --- 4. The default tutor, drawn once here (~30 s on 2 cores) rather than inside the first lesson
+# --- 4. MediaPipe's face-mesh model for photo avatars, out of the mediapipe wheel on PyPI (the
+# package itself is not installed: its protobuf pin breaks livekit)
+say "face mesh: $(.venv/bin/python -m avatar_pipeline.avatar.face_mesh fetch)"
+
+# --- 5. The default tutor, drawn once here (~30 s on 2 cores) rather than inside the first lesson
 # or test that asks for it, where it competes with LiveKit and the worker for the CPU.
 say "default avatar: $(.venv/bin/python -c 'from config.logs import setup_logging; setup_logging("warning"); from avatar_pipeline.avatar.registry import AvatarRegistry; print(AvatarRegistry().default().id)')"

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar_pipeline.avatar import face_mesh as fm
 from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset, AvatarError, Box
+from avatar_pipeline.avatar.face_mesh import Mesh
 from avatar_pipeline.avatar.photo_mouth import (
     PHOTO_MOUTHS,
     MouthGeometry,
@@ -36,7 +38,7 @@ from config.logs import get_logger
 
 log = get_logger(__name__)
 
-PHOTO_VERSION = 3  # 2: in-between mouths; 3: shaded interiors
+PHOTO_VERSION = 4  # 2: in-between mouths; 3: shaded interiors; 4: face-mesh landmarks
 OUT_SIZE = 512
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -208,6 +210,39 @@ def _find_eyes(fgray: np.ndarray, fw: float, fh: float):
 # --------------------------------------------------------------------------- mouth geometry
 
 
+def mouth_from_mesh(rgb: np.ndarray, mesh: Mesh, eyes) -> MouthGeometry | None:
+    """The mouth from face-mesh points: the corners, both lips' outer and inner edges at the
+    centre, the inner corners; the photo's teeth where the lips are apart. None when the points
+    are far from where the eyes put the mouth (the mesh then fits something else)."""
+    (lx, ly, _), (rx, ry, _) = eyes
+    iod = math.hypot(rx - lx, ry - ly)
+    left, right = mesh.xy(fm.LEFT_CORNER), mesh.xy(fm.RIGHT_CORNER)
+    up_in, lo_in = mesh.xy(fm.UPPER_INNER), mesh.xy(fm.LOWER_INNER)
+    cx, half_w = (left[0] + right[0]) / 2, (right[0] - left[0]) / 2
+    line_y = (up_in[1] + lo_in[1]) / 2
+    if half_w < 0.2 * iod or abs(cx - (lx + rx) / 2) > 0.2 * iod or not (
+            0.7 * iod < line_y - (ly + ry) / 2 < 1.45 * iod):
+        return None
+    gap = float(lo_in[1] - up_in[1])
+    gap = gap if gap > max(1.5, 0.04 * half_w) else 0.0
+    corner_y = (left[1] + right[1]) / 2
+    teeth_rgb, open_half_w = None, half_w
+    if gap:
+        open_half_w = float(mesh.xy(fm.INNER_RIGHT)[0] - mesh.xy(fm.INNER_LEFT)[0]) / 2
+        hole = rgb[int(up_in[1]) + 1:int(lo_in[1]),
+                   int(cx - 0.5 * open_half_w):int(cx + 0.5 * open_half_w)]
+        px = hole.reshape(-1, 3).astype(np.float32)
+        if len(px) > 20:
+            lum = px.mean(1)
+            teeth_rgb = tuple(float(v) for v in np.median(px[lum >= np.percentile(lum, 60)], 0))
+    return MouthGeometry(
+        cx=float(cx), line_y=float(line_y), half_w=float(half_w), gap=gap,
+        lip_top=float(mesh.xy(fm.UPPER_OUTER)[1]), lip_bottom=float(mesh.xy(fm.LOWER_OUTER)[1]),
+        iod=iod, from_segmentation=True,
+        curv=float(np.clip((corner_y - line_y) / max(half_w, 1.0) ** 2, -0.02, 0.002)),
+        open_half_w=float(min(open_half_w, half_w)), teeth_rgb=teeth_rgb)
+
+
 def locate_mouth(rgb: np.ndarray, eyes) -> MouthGeometry:
     """Estimate the mouth from the eyes, then refine it by lip colour (a* of CIELAB)."""
     import cv2
@@ -358,14 +393,23 @@ def _even_box(x0: float, y0: float, x1: float, y1: float, limit: int, margin: in
     return Box(x0, y0, w, h)
 
 
-def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None = None,
-                       size: int = OUT_SIZE) -> AvatarAsset:
-    """Detect, validate, normalise and synthesise. Raises AvatarError with the reason."""
+@dataclass
+class Normalised:
+    """A photo cut and scaled to the asset's square (the face 1/2.6 of its side), with where
+    the detector put the face and the eyes in it."""
+
+    img: np.ndarray  # (size, size, 3) RGB
+    face: tuple[float, float, float, float]  # x, y, w, h
+    eyes: list  # [(cx, cy, width)] left, right
+    face_px: int  # the face's width in the photo itself
+
+
+def normalise(rgb: np.ndarray, size: int = OUT_SIZE) -> Normalised:
+    """Detect the face (AvatarError if there is no usable one) and normalise the photo."""
     import cv2
 
     lm = detect_face(rgb)
     fx, fy, fw, fh = lm.face
-    # normalise: a square around the face, 2.6 face widths, to size x size
     side = 2.6 * fw
     cx, cy = fx + fw / 2, fy + fh * 0.62
     x0, y0 = cx - side / 2, cy - side / 2
@@ -374,11 +418,31 @@ def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None
     img = cv2.warpAffine(rgb, mat, (size, size), flags=cv2.INTER_CUBIC,
                          borderMode=cv2.BORDER_REPLICATE)
     eyes = [((ex - x0) * s, (ey - y0) * s, ew * s) for ex, ey, ew in lm.eyes]
-    geo = locate_mouth(img, eyes)
-    face_c = ((fx + fw / 2 - x0) * s, (fy + fh / 2 - y0) * s)
-    face_w = fw * s
-    log.info("photo.landmarks", face_px=int(fw), mouth_from_lips=geo.from_segmentation,
-             mouth_open_in_photo=geo.gap > 0)
+    return Normalised(img, ((fx - x0) * s, (fy - y0) * s, fw * s, fh * s), eyes, int(fw))
+
+
+def find_mouth(n: Normalised) -> tuple[MouthGeometry, str]:
+    """The mouth and what found it: the face mesh when its model is here and agrees with the
+    eyes ("face_mesh"), else the lips' colour ("lip_colour", which falls back to where the eyes
+    put a mouth when the lips do not stand out)."""
+    mesh = fm.landmarks(n.img, n.face)
+    geo = mouth_from_mesh(n.img, mesh, n.eyes) if mesh is not None else None
+    if geo is not None:
+        return geo, "face_mesh"
+    return locate_mouth(n.img, n.eyes), "lip_colour"
+
+
+def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None = None,
+                       size: int = OUT_SIZE) -> AvatarAsset:
+    """Detect, validate, normalise and synthesise. Raises AvatarError with the reason."""
+    n = normalise(rgb, size)
+    img, eyes = n.img, n.eyes
+    geo, landmarks = find_mouth(n)
+    fx, fy, fw, fh = n.face
+    face_c = (fx + fw / 2, fy + fh / 2)
+    face_w = fw
+    log.info("photo.landmarks", face_px=n.face_px, landmarks=landmarks,
+             mouth_from_lips=geo.from_segmentation, mouth_open_in_photo=geo.gap > 0)
     # light: teeth/tongue take the brightness of the skin around the mouth
     ring = img[int(geo.line_y - 0.5 * geo.iod):int(geo.line_y - 0.3 * geo.iod),
                int(geo.cx - geo.half_w):int(geo.cx + geo.half_w)]
@@ -427,7 +491,8 @@ def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None
         blink_mean_interval_s=4.0,
         blink_duration_s=0.16,
         source={"kind": "photo", "photo_version": PHOTO_VERSION, **(source or {}),
-                "face_px": int(fw), "mouth_from_lips": bool(geo.from_segmentation)},
+                "face_px": n.face_px, "mouth_from_lips": bool(geo.from_segmentation),
+                "landmarks": landmarks},
     )
 
 

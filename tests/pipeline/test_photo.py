@@ -238,3 +238,46 @@ def test_open_mouths_are_shaded_like_a_mouth_not_painted(astro_asset):
         assert grain > 1.0, (v, grain)
         hue = (out[..., 0] / np.maximum(out[..., 1], 1))[core].mean()
         assert abs(hue - lip_hue) < 0.35, (v, hue, lip_hue)
+
+
+def test_the_face_mesh_finds_the_mouth_in_a_black_and_white_photo():
+    """Lip colour cannot find the lips of a black-and-white photo (it falls back to where the
+    eyes put a mouth: narrower, lower, closed); MediaPipe's face mesh (its .tflite out of the
+    mediapipe wheel, fetched by setup) finds the same mouth as in the colour photo, open."""
+    import cv2
+
+    from avatar_pipeline.avatar import face_mesh
+    from avatar_pipeline.avatar.photo import find_mouth, locate_mouth, normalise
+
+    assert face_mesh.available(), "setup fetches the face-mesh model"
+    colour = normalise(ASTRONAUT)
+    grey = normalise(np.repeat(cv2.cvtColor(ASTRONAUT, cv2.COLOR_RGB2GRAY)[..., None], 3, -1))
+    ref, how = find_mouth(colour)
+    assert how == "face_mesh"
+    by_colour = locate_mouth(colour.img, colour.eyes)
+    assert by_colour.from_segmentation  # on the colour photo both agree ...
+    for k in ("cx", "line_y", "half_w", "lip_top", "lip_bottom"):
+        assert abs(getattr(ref, k) - getattr(by_colour, k)) < 4, k
+    assert not locate_mouth(grey.img, grey.eyes).from_segmentation  # ... lip colour is lost
+    mesh, how = find_mouth(grey)
+    assert how == "face_mesh"
+    for k in ("cx", "line_y", "half_w", "lip_top", "lip_bottom"):
+        assert abs(getattr(mesh, k) - getattr(ref, k)) < 3, k
+    assert mesh.gap > 5 and mesh.teeth_rgb is not None, "the photo's open smile is seen"
+
+
+def test_a_damaged_face_mesh_model_is_not_used(tmp_path, monkeypatch):
+    """A model file whose sha256 is not the pinned one is never run: registration falls back to
+    the lip colour and the asset says so."""
+    from avatar_pipeline.avatar import face_mesh
+    from avatar_pipeline.avatar.photo import find_mouth, normalise
+
+    bad = tmp_path / "face_landmark.tflite"
+    bad.write_bytes(face_mesh.model_file().read_bytes()[:-10] + b"0123456789")
+    monkeypatch.setenv("FLEET_FACE_MESH", str(bad))
+    assert not face_mesh.available()
+    assert find_mouth(normalise(ASTRONAUT))[1] == "lip_colour"
+
+
+def test_registered_photos_record_their_landmarks(astro_asset):
+    assert astro_asset.source["landmarks"] == "face_mesh"
