@@ -364,7 +364,7 @@ class AvatarEngine:
     def _add(self, asset) -> str:
         aid = self.compositor.add_avatar(asset)
         self._avatars[aid] = asset
-        if getattr(asset, "renderer", "sprite") == "neural":
+        if asset.renderer == "neural":
             if self.neural is not None:
                 self.neural.add_avatar(asset, key=aid)
                 self._neural.add(aid)

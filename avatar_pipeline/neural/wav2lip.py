@@ -220,14 +220,18 @@ class NeuralRenderer:
     def render(self, frames: np.ndarray, mels: np.ndarray, avatar_ids: list[str],
                offsets: np.ndarray | None = None) -> np.ndarray:
         """RGB(A) frames (N, H, W, 3|4), repainted in place (and returned)."""
-        n, height, width = frames.shape[:3]
-        boxes = self._boxes(n, avatar_ids, offsets, width, height)
-        crops = [frames[i, y:y + c.box.height, x:x + c.box.width, :3]
-                 for i, (x, y, c) in enumerate(boxes)]
+        self._paint(list(frames), mels, avatar_ids, offsets)
+        return frames
+
+    def _paint(self, views: list[np.ndarray], mels, avatar_ids, offsets) -> None:
+        """Repaint (H, W, 3|4) frames in place with one model call."""
+        height, width = views[0].shape[:2]
+        boxes = self._boxes(len(views), avatar_ids, offsets, width, height)
+        crops = [v[y:y + c.box.height, x:x + c.box.width, :3]
+                 for v, (x, y, c) in zip(views, boxes, strict=True)]
         gens = self._generate(crops, mels, avatar_ids)
         for crop_px, (_x, _y, c), gen in zip(crops, boxes, gens, strict=True):
             crop_px[...] = _paste(crop_px, gen, c.paste)
-        return frames
 
     def repaint(self, frames: list[np.ndarray], fmt: str, width: int, height: int,
                 mels: np.ndarray, avatar_ids: list[str],
@@ -236,13 +240,7 @@ class NeuralRenderer:
         rgba, e.g. views into a compositor's batch), repainted in place with one model call:
         only the feathered lower face changes."""
         if fmt == "rgba":
-            views = [f.reshape(height, width, 4) for f in frames]
-            boxes = self._boxes(len(views), avatar_ids, offsets, width, height)
-            crops = [v[y:y + c.box.height, x:x + c.box.width, :3]
-                     for v, (x, y, c) in zip(views, boxes, strict=True)]
-            gens = self._generate(crops, mels, avatar_ids)
-            for crop_px, (_x, _y, c), gen in zip(crops, boxes, gens, strict=True):
-                crop_px[...] = _paste(crop_px, gen, c.paste)
+            self._paint([f.reshape(height, width, 4) for f in frames], mels, avatar_ids, offsets)
             return
         from avatar_pipeline.compose.base import i420_region_to_rgb, write_i420_region
 

@@ -17,17 +17,7 @@ from avatar_pipeline.neural.audio import SILENT_WINDOW, mel_windows
 from avatar_pipeline.neural.stream import MelStream
 from avatar_pipeline.neural.testmodel import make_test_model
 from avatar_pipeline.tts import default_engine
-
-RATE, FPS = 48000, 25
-SPF = RATE // FPS
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.pipeline.test_engine import FPS, RATE, SPF, Clock, run
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +51,6 @@ def make_engine(tutor, model=None):
                        clock=clock)
     eng.clock_ = clock
     return eng
-
-
-def run(eng, ticks: int, before=None) -> None:
-    for k in range(ticks):
-        if before:
-            before(k)
-        eng.tick()
-        eng.clock_.t += 1 / FPS
 
 
 def calls(eng) -> list[np.ndarray]:
