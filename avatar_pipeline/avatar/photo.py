@@ -26,6 +26,7 @@ import numpy as np
 from avatar_pipeline.avatar import face_mesh as fm
 from avatar_pipeline.avatar.asset import MID_PAIRS, AvatarAsset, AvatarError, Box
 from avatar_pipeline.avatar.face_mesh import Mesh
+from avatar_pipeline.avatar.mouth_mesh import MeshWarp
 from avatar_pipeline.avatar.photo_mouth import (
     PHOTO_MOUTHS,
     MouthGeometry,
@@ -38,7 +39,8 @@ from config.logs import get_logger
 
 log = get_logger(__name__)
 
-PHOTO_VERSION = 4  # 2: in-between mouths; 3: shaded interiors; 4: face-mesh landmarks
+PHOTO_VERSION = 5  # 2: in-between mouths; 3: shaded interiors; 4: face-mesh landmarks;
+# 5: mouths warped over the face mesh's triangles
 OUT_SIZE = 512
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -240,7 +242,8 @@ def mouth_from_mesh(rgb: np.ndarray, mesh: Mesh, eyes) -> MouthGeometry | None:
         lip_top=float(mesh.xy(fm.UPPER_OUTER)[1]), lip_bottom=float(mesh.xy(fm.LOWER_OUTER)[1]),
         iod=iod, from_segmentation=True,
         curv=float(np.clip((corner_y - line_y) / max(half_w, 1.0) ** 2, -0.02, 0.002)),
-        open_half_w=float(min(open_half_w, half_w)), teeth_rgb=teeth_rgb)
+        open_half_w=float(min(open_half_w, half_w)), teeth_rgb=teeth_rgb,
+        mesh=mesh.points[:, :2].copy())
 
 
 def locate_mouth(rgb: np.ndarray, eyes) -> MouthGeometry:
@@ -404,6 +407,12 @@ class Normalised:
     face_px: int  # the face's width in the photo itself
 
 
+def mouth_box(geo: MouthGeometry, size: int = OUT_SIZE, margin: int = 8) -> Box:
+    """The box the mouth sprites cover: the mouth, the cheeks beside it and the chin below."""
+    return _even_box(geo.cx - 3.2 * geo.half_w, geo.line_y - 0.6 * geo.iod,
+                     geo.cx + 3.2 * geo.half_w, geo.line_y + 1.78 * geo.iod, size, margin)
+
+
 def normalise(rgb: np.ndarray, size: int = OUT_SIZE) -> Normalised:
     """Detect the face (AvatarError if there is no usable one) and normalise the photo."""
     import cv2
@@ -452,24 +461,26 @@ def build_photo_avatar(rgb: np.ndarray, name: str = "photo", source: dict | None
     # idle poses: the head (a soft ellipse) sways; the background stays
     offsets = np.stack(_idle_offsets(N_POSES), -1).astype(np.float32)
     maxoff = int(np.ceil(np.abs(offsets).max())) + 4
-    mb = _even_box(geo.cx - 3.2 * geo.half_w, geo.line_y - 0.6 * geo.iod,
-                   geo.cx + 3.2 * geo.half_w, geo.line_y + 0.78 * geo.iod + 1.0 * geo.iod,
-                   size, maxoff)
+    mb = mouth_box(geo, size, maxoff)
     (l_cx, l_cy, l_w), (r_cx, r_cy, r_w) = eyes
     eb = _even_box(l_cx - 0.75 * l_w, min(l_cy, r_cy) - 0.65 * max(l_w, r_w),
                    r_cx + 0.75 * r_w, max(l_cy, r_cy) + 0.4 * max(l_w, r_w), size, maxoff)
     if eb.y + eb.height > mb.y:
         eb = Box(eb.x, eb.y, eb.width, max(16, (mb.y - eb.y) & ~1))
     mfeather = _feather(mb.height, mb.width, max(6, mb.width // 10))
+    if geo.mesh is not None:  # warped over the face mesh's triangles
+        warp = MeshWarp(geo, mb)
+        synth = lambda m: warp.synth(img, m, tint)  # noqa: E731
+    else:  # a smooth displacement field placed by the lips' colour
+        synth = lambda m: synth_mouth(img, geo, m, mb, tint)  # noqa: E731
     mouths = []
     for v in VISEMES:
-        rgbm = synth_mouth(img, geo, PHOTO_MOUTHS[v], mb, tint)
+        rgbm = synth(PHOTO_MOUTHS[v])
         mouths.append(np.dstack([np.clip(np.rint(rgbm), 0, 255).astype(np.uint8),
                                  np.rint(mfeather * 255).astype(np.uint8)]))
     mids = []
     for i, j in MID_PAIRS:  # one mouth between every two (asset.MID_PAIRS)
-        rgbm = synth_mouth(img, geo, blend_mouths(PHOTO_MOUTHS[VISEMES[i]],
-                                                  PHOTO_MOUTHS[VISEMES[j]]), mb, tint)
+        rgbm = synth(blend_mouths(PHOTO_MOUTHS[VISEMES[i]], PHOTO_MOUTHS[VISEMES[j]]))
         mids.append(np.dstack([np.clip(np.rint(rgbm), 0, 255).astype(np.uint8),
                                np.rint(mfeather * 255).astype(np.uint8)]))
     efeather = _feather(eb.height, eb.width, max(4, eb.height // 6))

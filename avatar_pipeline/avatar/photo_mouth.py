@@ -3,7 +3,9 @@
 A backward map moves the jaw and lower lip down (and the upper lip a little up) by the viseme's
 opening, narrows or spreads the mouth horizontally (oh/ou rounding, E/ih spread), and paints the
 interior between the lips, tinted to the photo's lighting. Geometry comes from
-:func:`avatar_pipeline.avatar.photo.locate_mouth`.
+:func:`avatar_pipeline.avatar.photo.find_mouth`. This smooth field is the warp for photos without
+face-mesh points; with them, :mod:`avatar_pipeline.avatar.mouth_mesh` warps over the mesh's
+triangles and paints the same interior.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class MouthGeometry:
     curv: float = 0.0  # the lip line is line_y + curv * (x - cx)^2 (a smile: < 0)
     teeth_rgb: tuple[float, float, float] | None = None  # the photo's own teeth, when shown
     open_half_w: float = 0.0  # half-width of the photo's own opening
+    mesh: np.ndarray | None = None  # (468, 2) face-mesh points, when the face mesh found them
 
     def line_at(self, x):
         return self.line_y + self.curv * (np.asarray(x, np.float32) - self.cx) ** 2
@@ -88,7 +91,7 @@ def smoothstep(e0, e1, x):
     return t * t * (3 - 2 * t)
 
 
-def _superellipse_profile(u: np.ndarray, k: float) -> np.ndarray:
+def superellipse_profile(u: np.ndarray, k: float) -> np.ndarray:
     return np.clip(1 - np.abs(u) ** k, 0, 1) ** (1 / k)
 
 
@@ -114,9 +117,9 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
     # the opening at each column: wanted (destination) and the photo's own (source)
     # the opening ends a little inside where the (moved) lip corners land
     u = (x1 - g.cx) / (0.86 * a * (1 + 0.5 * (m.sx - 1)))
-    gap_v = (m.open * a * _superellipse_profile(u, m.k))[None, :]
+    gap_v = (m.open * a * superellipse_profile(u, m.k))[None, :]
     u_src = (x_src - g.cx) / max(g.open_half_w, 1.0)
-    gap_s = (g.gap * _superellipse_profile(u_src, 3.0))[None, :]
+    gap_s = (g.gap * superellipse_profile(u_src, 3.0))[None, :]
     top_v = line_d - 0.3 * gap_v  # inner edge of the upper lip, destination
     bot_v = line_d + 0.7 * gap_v
     # near the lips each column follows the opening's shape; further away the jaw (below) and
@@ -156,7 +159,7 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
             seam = np.exp(-((ys - line) / 0.9) ** 2) * (np.abs(u_src) < 1.0)[None, :]
             out = out * (1 - 0.35 * seam[..., None])
         return out
-    return _with_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, gap_v, tint)
+    return paint_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, gap_v, tint)
 
 
 def inside_mask(ys, top_v, bot_v, u) -> np.ndarray:
@@ -179,7 +182,7 @@ def lip_colour(img: np.ndarray, g: MouthGeometry) -> np.ndarray:
     return np.median(px[red >= np.median(red)], 0)
 
 
-def _with_interior(img, out, g: MouthGeometry, m: PhotoMouth, ys, xs, u, top_v, bot_v, line,
+def paint_interior(img, out, g: MouthGeometry, m: PhotoMouth, ys, xs, u, top_v, bot_v, line,
                    gap_v, tint) -> np.ndarray:
     """Paint the inside of the open mouth, shaded as light falls into one: the inner lips
     (reddish, just inside the edge), a throat that darkens away from the lips and into the

@@ -281,3 +281,52 @@ def test_a_damaged_face_mesh_model_is_not_used(tmp_path, monkeypatch):
 
 def test_registered_photos_record_their_landmarks(astro_asset):
     assert astro_asset.source["landmarks"] == "face_mesh"
+
+
+def _closed_astronaut(astro_asset) -> np.ndarray:
+    comp = NumpyCompositor()
+    aid = comp.add_avatar(astro_asset)
+    return comp.compose([FrameState(aid, np.zeros(NUM_VISEMES, np.float32), 0.0)]).rgba(0)[
+        ..., :3].copy()
+
+
+@pytest.mark.parametrize("which", ["open smile", "lips closed"])
+def test_mesh_warped_mouths_stretch_the_skin_without_tearing_or_folding(astro_asset, which):
+    """With face-mesh points every mouth is a piecewise-affine warp over the mesh's triangles.
+    Warping an image whose colours are its own coordinates reads the warp back: beside the mouth
+    (the cheeks, where the smooth field creased the skin) each output row takes the photo's rows
+    in order, never skipping ahead (a tear) nor going back (a fold); and for 'aa' the lower face
+    drops with the lower lip as one piece while the skin under the nose hardly moves."""
+    from avatar_pipeline.avatar.asset import MID_PAIRS
+    from avatar_pipeline.avatar.mouth_mesh import MeshWarp
+    from avatar_pipeline.avatar.photo import find_mouth, mouth_box, normalise
+    from avatar_pipeline.avatar.photo_mouth import PHOTO_MOUTHS, blend_mouths
+
+    rgb = ASTRONAUT if which == "open smile" else _closed_astronaut(astro_asset)
+    n = normalise(rgb)
+    geo, how = find_mouth(n)
+    assert how == "face_mesh" and (geo.gap > 10) == (which == "open smile")
+    box = mouth_box(geo, n.img.shape[0])
+    warp = MeshWarp(geo, box)
+    ys, xs = np.mgrid[0:n.img.shape[0], 0:n.img.shape[1]].astype(np.float32)
+    coords = np.dstack([xs, ys, np.zeros_like(xs)])
+    cols = np.arange(box.x, box.x + box.width)
+    cheeks = (np.abs(cols - geo.cx) > 1.1 * geo.half_w) & (np.abs(cols - geo.cx) < 3 * geo.half_w)
+    mouths = dict(PHOTO_MOUTHS) | {
+        f"{VISEMES[i]}-{VISEMES[j]}": blend_mouths(PHOTO_MOUTHS[VISEMES[i]], PHOTO_MOUTHS[VISEMES[j]])
+        for i, j in MID_PAIRS}
+    for name, m in mouths.items():
+        rows = warp.synth(coords, m, np.ones(3, np.float32))[..., 1]
+        step = np.diff(rows, axis=0)[:, cheeks]
+        assert step.min() > -1.0 and step.max() < 3.5, (name, step.min(), step.max())
+    # 'aa': the chin (mesh point 152) goes down by as much as the lower lip's inner edge (14)
+    out = warp.synth(coords, PHOTO_MOUTHS["aa"], np.ones(3, np.float32))
+    _, _, (_, lower) = warp.map(PHOTO_MOUTHS["aa"])
+    drop = lower[5, 1] - geo.mesh[14, 1]
+    assert drop > 0.25 * geo.half_w
+    chin = geo.mesh[152]
+    at = lambda x, y: out[int(round(y)) - box.y, int(round(x)) - box.x]  # noqa: E731
+    assert abs(at(chin[0], chin[1] + drop)[1] - chin[1]) < 1.5
+    assert abs(at(chin[0], chin[1])[1] - chin[1]) > 0.6 * drop  # it did move
+    nose = geo.mesh[2]  # under the nose: follows the upper lip a little only
+    assert box.y <= nose[1] and abs(at(*nose)[1] - nose[1]) < 0.2 * drop
