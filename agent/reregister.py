@@ -36,6 +36,15 @@ def health_url(ws_url: str) -> str:
     return f"{scheme}://{u.netloc}/"
 
 
+async def livekit_answers(http: aiohttp.ClientSession, url: str) -> bool:
+    """Does LiveKit answer at ``url`` (its :func:`health_url`)?"""
+    try:
+        async with http.get(url) as r:
+            return r.status == 200
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return False
+
+
 class Reregistration:
     """Restarts ``server``'s LiveKit connection task when LiveKit answers at ``url`` while
     the worker has been unregistered for ``settle_s`` (a registration under way normally takes
@@ -57,7 +66,7 @@ class Reregistration:
                 if not self._waiting():
                     back_since = None
                     continue
-                if not await self._answers(http):
+                if not await livekit_answers(http, self.url):
                     back_since = None
                     continue
                 now = time.monotonic()
@@ -73,13 +82,6 @@ class Reregistration:
         task = getattr(s, "_conn_task", None)
         return (bool(getattr(s, "_connecting", False)) and not getattr(s, "_closed", True)
                 and task is not None and not task.done())
-
-    async def _answers(self, http: aiohttp.ClientSession) -> bool:
-        try:
-            async with http.get(self.url) as r:
-                return r.status == 200
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
 
     async def restart(self) -> None:
         """Cancel the SDK's connection task (asleep in its backoff, or in a failing attempt)

@@ -21,6 +21,8 @@ from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 from agent.audio_in import VoiceAgentReceiver
 from agent.captions import LearnerCaptions
 from agent.lesson import LessonSpeaker
+from agent.reregister import health_url
+from agent.room_watch import LIVEKIT_BACK, RejoinWhenBack
 from agent.sync import EngineSynchronizer
 from agent.transcript import VoiceAgentTranscripts
 from agent.video_gen import EngineVideoGenerator
@@ -121,7 +123,13 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
                         languages=server.settings.worker.captions_languages,
                         transcript=transcript, lesson_id=meta.lesson_id, session_id=ctx.job.id)
 
+    rejoin = RejoinWhenBack(ctx.room, health_url(server.settings.livekit.url), ctx.shutdown,
+                            **ids)
+
     async def _on_shutdown(reason: str = "") -> None:
+        await rejoin.aclose()
+        # first: a lesson reported lost comes straight back here, with the same fence
+        server.session_ended(meta.lesson_id, meta.fence)
         try:
             await _settle_lesson(server, ctx.room.name, meta, reason, log)
         except Exception:
@@ -133,7 +141,6 @@ async def run_session(server: AvatarServer, ctx: JobContext) -> None:
             await runner.aclose()
         except Exception:  # a runner that failed to start has less to close
             log.warning("session.runner_close_failed", exc_info=True)
-        server.session_ended(meta.lesson_id, meta.fence)
         log.info("session.ended", reason=reason, segments=gen.segments_played,
                  underruns=es.jitter.stats.underruns)
 
@@ -174,8 +181,13 @@ async def _settle_lesson(server: AvatarServer, room: str, meta: DispatchMetadata
     because its fence moved on, or the router removed it: nothing. Otherwise (LiveKit went
     away, the avatar was displaced, the job failed) the lesson still wants an avatar: report it
     lost so the router dispatches again at once. A worker that is stopping reports nothing:
-    the router moves its lessons when it leaves the pool."""
+    the router moves its lessons when it leaves the pool. LiveKit back while the room still
+    reconnects (:mod:`agent.room_watch`): lost, without asking LiveKit about a room it forgot."""
     if reason == SUPERSEDED:
+        return
+    if reason == LIVEKIT_BACK:  # LiveKit restarted: its room is new or not there yet
+        status = await server.session_lost(meta.lesson_id, meta.fence)
+        log.info("lesson.lost", reason=reason, status=status)
         return
     why = reason.removeprefix(DISCONNECTED) if reason.startswith(DISCONNECTED) else None
     if why in _REMOVED:
