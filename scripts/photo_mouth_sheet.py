@@ -1,7 +1,7 @@
 """The README's sheet of photo mouths warped two ways: the smooth displacement field (photos
 without face-mesh points) and the piecewise-affine warp over the face mesh's triangles.
 
-    .venv/bin/python -m scripts.photo_mouth_sheet [--out docs/img/photo_mouths_mesh_warp.png]
+    .venv/bin/python -m scripts.photo_mouth_sheet [--out docs/img/photo_mouths_mesh_warp.jpg]
 
 The photo is the usual upload, lips closed: the astronaut portrait (public domain, in
 scikit-image) with its own smile closed by the field warp. Under each row of mouths, the same
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from avatar_pipeline.avatar.photo_mouth import PHOTO_MOUTHS, synth_mouth
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("docs/img/photo_mouths_mesh_warp.png"))
+    p.add_argument("--out", type=Path, default=Path("docs/img/photo_mouths_mesh_warp.jpg"))
     args = p.parse_args(argv)
 
     def geometry(rgb):
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                  "piecewise-affine warp over the face mesh (after)", fontsize=10)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    fig.savefig(args.out, dpi=110, pil_kwargs={"quality": 88})
     print(args.out)
     return 0
 

@@ -6,6 +6,7 @@ mouths.png (the tutor's 15 mouths), tutor.png, photo_mouths.jpg (the astronaut p
 mouths), render_en.png / render_fa.png / render_photo.jpg (frames decoded back from rendered
 videos), timeline_en.png (the exact TTS viseme track under the waveform), timeline_audio.png
 (the same kind of sentence through --audio: visemes from the audio model).
+photo_mouths_mesh_warp.jpg comes from ``python -m scripts.photo_mouth_sheet``.
 """
 
 from __future__ import annotations
