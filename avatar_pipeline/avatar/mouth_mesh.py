@@ -33,7 +33,7 @@ from avatar_pipeline.avatar.asset import Box
 from avatar_pipeline.avatar.photo_mouth import (
     MouthGeometry,
     PhotoMouth,
-    paint_interior,
+    finish_mouth,
     smoothstep,
     superellipse_profile,
 )
@@ -59,6 +59,12 @@ _ANCHOR_STEP = 12  # px between the fixed points on the box's border
 class _Points:
     src: np.ndarray  # (P, 2) where each control point is in the photo
     mesh_idx: np.ndarray  # (P,) its mesh index, -1 for a border anchor
+    roles: np.ndarray  # (P,) ui / li / corner (inner edges), uo / lo (lips), face, anchor
+
+
+_ROLE = ({j: "ui" for j in UPPER_INNER} | {j: "li" for j in LOWER_INNER}
+         | {j: "corner" for j in INNER_CORNERS} | {j: "uo" for j in UPPER_LIP}
+         | {j: "lo" for j in LOWER_LIP})
 
 
 def _control_points(g: MouthGeometry, box: Box) -> _Points:
@@ -73,8 +79,9 @@ def _control_points(g: MouthGeometry, box: Box) -> _Points:
     border = np.concatenate([np.stack([bx, np.full(nx, y0)], 1), np.stack([bx, np.full(nx, y1)], 1),
                              np.stack([np.full(ny - 2, x0), by[1:-1]], 1),
                              np.stack([np.full(ny - 2, x1), by[1:-1]], 1)])
-    return _Points(np.concatenate([mesh[idx, :2], border]).astype(np.float64),
-                   np.concatenate([idx, np.full(len(border), -1)]))
+    mesh_idx = np.concatenate([idx, np.full(len(border), -1)])
+    roles = np.array([_ROLE.get(int(j), "face") if j >= 0 else "anchor" for j in mesh_idx])
+    return _Points(np.concatenate([mesh[idx, :2], border]).astype(np.float64), mesh_idx, roles)
 
 
 def _interp_x(x, xs, ys):
@@ -87,10 +94,7 @@ def _targets(g: MouthGeometry, m: PhotoMouth, box: Box, pts: _Points) -> np.ndar
     mesh, a, iod = g.mesh, g.half_w, g.iod
     src = pts.src
     x, y = src[:, 0], src[:, 1]
-    role = {j: "ui" for j in UPPER_INNER} | {j: "li" for j in LOWER_INNER}
-    role |= {j: "corner" for j in INNER_CORNERS}
-    role |= {j: "uo" for j in UPPER_LIP} | {j: "lo" for j in LOWER_LIP}
-    roles = np.array([role.get(int(j), "face") if j >= 0 else "anchor" for j in pts.mesh_idx])
+    roles = pts.roles
 
     ui, li = mesh[list(UPPER_INNER), :2], mesh[list(LOWER_INNER), :2]
     line_s = (_interp_x(x, ui[:, 0], ui[:, 1]) + _interp_x(x, li[:, 0], li[:, 1])) / 2
@@ -237,17 +241,11 @@ class MeshWarp:
         map_x, map_y, (upper, lower) = self.map(m)
         out = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REFLECT).astype(np.float32)
-        ys = self._ys.astype(np.float32)
-        x1 = self._xs[0].astype(np.float32)
+        ys, xs = self._ys.astype(np.float32), self._xs.astype(np.float32)
+        x1 = xs[0]
         top_v = _interp_x(x1, upper[:, 0], upper[:, 1])[None, :].astype(np.float32)
         bot_v = _interp_x(x1, lower[:, 0], lower[:, 1])[None, :].astype(np.float32)
         left, right = upper[0, 0], upper[-1, 0]
         u = ((x1 - (left + right) / 2) / max((right - left) / 2, 1.0)).astype(np.float32)
-        line = (top_v + bot_v) / 2
-        if m.open <= 0:
-            if g.gap > 0:  # the photo's own opening closes: shade the line where the lips meet
-                seam = np.exp(-((ys - line) / 0.9) ** 2) * (np.abs(u) < 1.0)[None, :]
-                out = out * (1 - 0.35 * seam[..., None])
-            return out
-        xs = self._xs.astype(np.float32)
-        return paint_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, bot_v - top_v, tint)
+        return finish_mouth(img, out, g, m, ys, xs, u, top_v, bot_v, (top_v + bot_v) / 2,
+                            bot_v - top_v, tint, seam_cols=np.abs(u) < 1.0)

@@ -153,13 +153,21 @@ def synth_mouth(img: np.ndarray, g: MouthGeometry, m: PhotoMouth, box: Box,
     src_y = ys - dy
     warped = cv2.remap(img, src_x.astype(np.float32), src_y.astype(np.float32),
                        cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    out = warped.astype(np.float32)
-    if m.open <= 0:
-        if g.gap > 0:  # the photo's own opening closes: shade the line where the lips meet
-            seam = np.exp(-((ys - line) / 0.9) ** 2) * (np.abs(u_src) < 1.0)[None, :]
-            out = out * (1 - 0.35 * seam[..., None])
-        return out
-    return paint_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, gap_v, tint)
+    return finish_mouth(img, warped.astype(np.float32), g, m, ys, xs, u, top_v, bot_v, line,
+                        gap_v, tint, seam_cols=np.abs(u_src) < 1.0)
+
+
+def finish_mouth(img, out, g: MouthGeometry, m: PhotoMouth, ys, xs, u, top_v, bot_v, line, gap_v,
+                 tint, seam_cols) -> np.ndarray:
+    """A warped mouth box finished: an open mouth gets its interior (:func:`paint_interior`);
+    a closed one, where the photo's own mouth was open (``seam_cols``), a shaded line where the
+    lips now meet."""
+    if m.open > 0:
+        return paint_interior(img, out, g, m, ys, xs, u, top_v, bot_v, line, gap_v, tint)
+    if g.gap > 0:
+        seam = np.exp(-((ys - line) / 0.9) ** 2) * seam_cols[None, :]
+        out = out * (1 - 0.35 * seam[..., None])
+    return out
 
 
 def inside_mask(ys, top_v, bot_v, u) -> np.ndarray:
