@@ -54,8 +54,9 @@ def _window() -> np.ndarray:
     return np.hanning(WIN + 1)[:WIN].astype(np.float32)
 
 
-def _frames_to_logmel(frames: np.ndarray) -> np.ndarray:
-    """(n, WIN) float32 -> (n, 80) float32 log-mel. Row-wise, so batching doesn't change rows."""
+def frames_to_logmel(frames: np.ndarray) -> np.ndarray:
+    """(n, WIN) float32 -> (n, 80) float32 log-mel. Row-wise, so batching rows (of one stream's
+    chunks, or of many streams at once) doesn't change them."""
     if frames.shape[0] == 0:
         return np.zeros((0, N_MELS), np.float32)
     spec = np.fft.rfft(frames * _window(), n=N_FFT, axis=1)
@@ -78,7 +79,9 @@ def to_float(pcm: np.ndarray) -> np.ndarray:
         return (a.astype(np.float64) / max(abs(info.min), info.max)).astype(np.float32)
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"unsupported pcm dtype {a.dtype}")
-    a = np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():  # checked first: nan_to_num costs more than the check
+        a = np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=-1.0)
     return np.clip(a, -1.0, 1.0)
 
 
@@ -192,16 +195,20 @@ class StreamingLogMel:
         return len(self._buf) - (WIN - HOP)
 
     def push(self, x16k: np.ndarray) -> np.ndarray:
+        return frames_to_logmel(self.frames(x16k))
+
+    def frames(self, x16k: np.ndarray) -> np.ndarray:
+        """The new analysis windows, ``(n, WIN)``, before the log-mel (which a batcher runs
+        over many streams' windows at once)."""
         x = np.asarray(x16k, np.float32)
         buf = np.concatenate([self._buf, x])
         n = (len(buf) - (WIN - HOP)) // HOP
         if n <= 0:
             self._buf = buf
-            return np.zeros((0, N_MELS), np.float32)
+            return np.zeros((0, WIN), np.float32)
         idx = np.arange(n)[:, None] * HOP + np.arange(WIN)[None, :]
-        feats = _frames_to_logmel(buf[idx])
         self._buf = buf[n * HOP:]
-        return feats
+        return buf[idx]
 
 
 def logmel(x16k: np.ndarray) -> np.ndarray:
@@ -260,26 +267,44 @@ class RunningNorm:
     def push(self, feats: np.ndarray, power: np.ndarray | None = None) -> np.ndarray:
         """Normalise new frames; ``power`` (``frame_log_power(feats)``) if already known."""
         x = np.asarray(feats, np.float64)
-        n = len(x)
-        if n == 0:
+        if len(x) == 0:
             return np.zeros((0, N_MELS), np.float32)
-        w = self.weights(x) if power is None else self.weights_from_power(power)
-        wx = w[:, None] * x
+        p = frame_log_power(x) if power is None else power
+        return RunningNorm.push_many([self], x[None], np.asarray(p)[None])[0]
+
+    @staticmethod
+    def push_many(norms: list[RunningNorm], feats: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """``push`` for N streams whose new windows have the same length: ``feats`` (N, T, 80),
+        ``power`` (N, T) -> (N, T, 80) float32. All norms must share their parameters (one
+        model's). The IIR recursion runs over time, vectorised over streams and bands: for each
+        element the same operations in the same order as lfilter's transposed direct form, so
+        any chunking and any batching give bit-identical output."""
+        x = np.asarray(feats, np.float64)
+        n_streams, n = x.shape[:2]
+        if n == 0:
+            return np.zeros((n_streams, 0, N_MELS), np.float32)
+        first = norms[0]
+        if any(m.lam != first.lam or m.floor != first.floor for m in norms):
+            raise ValueError("push_many needs norms with the same parameters")
+        w = first.weights_from_power(power)  # (N, T)
+        wx = w[:, :, None] * x
         s = np.empty_like(x)
-        ww = np.empty(n)
-        zs, zw, lam = self._s[0], float(self._w[0]), self.lam
-        # the IIR recursion, vectorised over the bands: the same operations in the same order
-        # as lfilter's transposed direct form, so any chunking gives bit-identical output
+        ww = np.empty((n_streams, n))
+        zs = np.concatenate([m._s for m in norms])  # (N, 80)
+        zw = np.concatenate([m._w for m in norms])  # (N,)
+        lam = first.lam
         for t in range(n):
-            zs = wx[t] + zs
-            s[t] = zs
+            zs = wx[:, t] + zs
+            s[:, t] = zs
             zs = lam * zs
-            zw = float(w[t]) + zw
-            ww[t] = zw
+            zw = w[:, t] + zw
+            ww[:, t] = zw
             zw = lam * zw
-        self._s = zs[None, :]
-        self._w = np.array([zw])
-        mean = (s + 1e-6 * self.mean0) / (ww[:, None] + 1e-6)  # W fades in long silences
+        mean0 = np.stack([m.mean0 for m in norms])[:, None, :]
+        for i, m in enumerate(norms):
+            m._s = zs[i:i + 1]
+            m._w = zw[i:i + 1]
+        mean = (s + 1e-6 * mean0) / (ww[:, :, None] + 1e-6)  # W fades in long silences
         return (x - mean).astype(np.float32)
 
     @classmethod

@@ -320,24 +320,36 @@ def speed(model: VisemeModel, audio: np.ndarray, fps: int = 25, n_batch: int = 6
         out[key] = {"rtf": total / (len(x) / sr), "tick_ms_p50": 1e3 * float(np.median(ticks)),
                     "tick_ms_p95": 1e3 * float(np.percentile(ticks, 95)),
                     "audio_seconds": len(x) / sr}
-    b = VisemeBatcher(model, max_batch=n_batch)
-    streams = [b.stream(fps) for _ in range(n_batch)]
     n_ticks = int(seconds_batch * fps)
     offs = np.random.default_rng(0).integers(0, len(audio) - n_ticks * tick - 1, n_batch)
-    ticks = []
-    t0 = time.perf_counter()
-    for k in range(n_ticks):
-        a = time.perf_counter()
-        b.push_many([(st, audio[o + k * tick:o + (k + 1) * tick], SAMPLE_RATE)
-                     for st, o in zip(streams, offs, strict=True)])
-        ticks.append(time.perf_counter() - a)
-    total = time.perf_counter() - t0
-    out[f"batch_{n_batch}_16k"] = {
-        "rtf_per_stream": total / (n_batch * seconds_batch),
-        "tick_ms_p50": 1e3 * float(np.median(ticks)),
-        "tick_ms_p95": 1e3 * float(np.percentile(ticks, 95)),
-        "onnx_runs": b.runs, "ticks": n_ticks, "streams": n_batch,
-    }
+
+    def per_stream_features(b: VisemeBatcher, items) -> None:
+        """A tick as it was before features were batched: each stream's log-mel and
+        normalisation on its own, then the one batched model run."""
+        streams = [st for st, _, _ in items]
+        probs = b.run_windows(streams, [st.features(p, sr) for st, p, sr in items])
+        for st, pr in zip(streams, probs, strict=True):
+            st.consume(pr)
+
+    # the worker's tick (features of all streams at once), and per-stream features beside it
+    for key, tick_fn in ((f"batch_{n_batch}_16k", VisemeBatcher.push_many),
+                         (f"batch_{n_batch}_16k_per_stream_features", per_stream_features)):
+        b = VisemeBatcher(model, max_batch=n_batch)
+        streams = [b.stream(fps) for _ in range(n_batch)]
+        ticks = []
+        t0 = time.perf_counter()
+        for k in range(n_ticks):
+            a = time.perf_counter()
+            tick_fn(b, [(st, audio[o + k * tick:o + (k + 1) * tick], SAMPLE_RATE)
+                        for st, o in zip(streams, offs, strict=True)])
+            ticks.append(time.perf_counter() - a)
+        total = time.perf_counter() - t0
+        out[key] = {
+            "rtf_per_stream": total / (n_batch * seconds_batch),
+            "tick_ms_p50": 1e3 * float(np.median(ticks)),
+            "tick_ms_p95": 1e3 * float(np.percentile(ticks, 95)),
+            "onnx_runs": b.runs, "ticks": n_ticks, "streams": n_batch,
+        }
     st = model.zero_state(n_batch)
     f = np.random.default_rng(0).standard_normal((n_batch, 100 // fps, 80)).astype(
         np.float32) - 5
@@ -416,6 +428,32 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def add_speed(report: dict, model: VisemeModel, audio: np.ndarray) -> None:
+    report["speed"] = speed(model, audio)
+    report["latency_ms"] = {
+        "lookahead": model.lookahead * 10, "resampler": 1.0,
+        "compute_tick_p95_single": report["speed"]["single_48k"]["tick_ms_p95"],
+        "compute_tick_p95_batch64": report["speed"]["batch_64_16k"]["tick_ms_p95"],
+        "note": "a video frame is emitted once audio up to its end + lookahead has arrived",
+    }
+    print(json.dumps(report["speed"], indent=1))
+
+
+def speed_only(model: VisemeModel, args) -> dict:
+    """Re-measure the speed section of an existing report on the same audio (the first minute
+    of the espeak held-out voices, clean), naming this machine and date beside it."""
+    path = args.out / "viseme_eval.json"
+    report = json.loads(path.read_text())
+    audio = np.concatenate([x for _, x, _ in espeak_set("heldout_voices", False, args.seconds,
+                                                        args.seed)])
+    add_speed(report, model, audio[: SAMPLE_RATE * 60])
+    report["speed"]["machine"] = machine()
+    path.write_text(json.dumps(report, indent=1))
+    plot(report, args.out / "viseme_eval.png")
+    print("wrote", path, args.out / "viseme_eval.png")
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=300.0, help="audio per espeak condition")
@@ -427,9 +465,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", type=Path, default=REPO / ".cache" / "viseme_data")
     ap.add_argument("--no-human", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="measure only the speed (same audio) into the existing JSON")
     args = ap.parse_args(argv)
 
     model = VisemeModel(args.weights, threads=1)
+    if args.speed_only:
+        return speed_only(model, args)
     prior = np.zeros(NUM_VISEMES)
     for _, _, lab in espeak_set("train", False, 120, args.seed + 7):
         prior += np.bincount(lab, minlength=NUM_VISEMES)
@@ -481,15 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
          if k != "boundary"}))
 
     audio = np.concatenate([x for items in sets.values() for _, x, _ in items])
-    report["speed"] = speed(model, audio[: SAMPLE_RATE * 60])
-    la = model.lookahead * 10
-    report["latency_ms"] = {
-        "lookahead": la, "resampler": 1.0,
-        "compute_tick_p95_single": report["speed"]["single_48k"]["tick_ms_p95"],
-        "compute_tick_p95_batch64": report["speed"]["batch_64_16k"]["tick_ms_p95"],
-        "note": "a video frame is emitted once audio up to its end + lookahead has arrived",
-    }
-    print(json.dumps(report["speed"], indent=1))
+    add_speed(report, model, audio[: SAMPLE_RATE * 60])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "viseme_eval.json").write_text(json.dumps(report, indent=1))
     plot(report, args.out / "viseme_eval.png")

@@ -38,6 +38,7 @@ from avatar_pipeline.features import (
     StreamingResampler,
     check_rate,
     frame_log_power,
+    frames_to_logmel,
     to_float,
 )
 from avatar_pipeline.viseme_set import NUM_VISEMES
@@ -126,6 +127,9 @@ class _FrameAggregator:
         self.rows: list[np.ndarray] = []  # 10 ms rows not yet fully consumed
         self.first = 0  # index of rows[0]
         self.next_frame = 0
+        # at 25 (or 20, 50) fps a video frame is exactly r whole rows: summed as blocks
+        r = FRAMES_PER_S / fps
+        self.rows_per_frame = int(r) if r.is_integer() else None
 
     def _span(self, j: int) -> tuple[float, float]:
         return j * FRAMES_PER_S / self.fps, (j + 1) * FRAMES_PER_S / self.fps
@@ -137,6 +141,8 @@ class _FrameAggregator:
     def add(self, probs: np.ndarray, limit: int | None = None) -> np.ndarray:
         if len(probs):
             self.rows.extend(np.asarray(probs, np.float64))
+        if self.rows_per_frame is not None:
+            return self._add_blocks(limit)
         have = self.first + len(self.rows)
         out = []
         while (limit is None or self.next_frame < limit) and self.needed(self.next_frame) <= have:
@@ -156,6 +162,25 @@ class _FrameAggregator:
         if not out:
             return np.zeros((0, NUM_VISEMES), np.float32)
         return np.asarray(out, np.float32)
+
+    def _add_blocks(self, limit: int | None) -> np.ndarray:
+        """``add`` when a frame is r whole rows: the same sums (row by row, in order), as one
+        reshape instead of a loop per frame."""
+        r = self.rows_per_frame
+        start = self.next_frame * r - self.first  # consumed rows are dropped: 0
+        k = (len(self.rows) - start) // r
+        if limit is not None:
+            k = min(k, limit - self.next_frame)
+        if k <= 0:
+            return np.zeros((0, NUM_VISEMES), np.float32)
+        acc = np.asarray(self.rows[start:start + k * r]).reshape(k, r, NUM_VISEMES).sum(axis=1)
+        total = acc.sum(axis=1, keepdims=True)
+        out = np.divide(acc, total, out=acc.copy(), where=total > 0)
+        self.next_frame += k
+        drop = self.next_frame * r - self.first
+        del self.rows[:drop]
+        self.first += drop
+        return out.astype(np.float32)
 
 
 class StreamingVisemes:
@@ -189,7 +214,11 @@ class StreamingVisemes:
 
     # --- the two halves, so that a batcher can run the model in between ---------------------
     def features(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Resample + log-mel for new audio; returns the new feature frames (T, 80)."""
+        """Resample + log-mel + normalisation for new audio; the new feature frames (T, 80)."""
+        return features_many([self], [(pcm, sample_rate)])[0]
+
+    def _windows(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Resample new audio and cut its new analysis windows (T, WIN)."""
         sr = check_rate(sample_rate)
         x = to_float(pcm)
         if self._sr != sr:
@@ -204,7 +233,7 @@ class StreamingVisemes:
             x16_tail = np.zeros(0, np.float32)
         self._n_in_s += len(x) / sr
         x16 = np.concatenate([x16_tail, self._resampler.push(x)])
-        return self._track_silence(self._mel.push(x16))
+        return self._mel.frames(x16)
 
     def _track_silence(self, feats: np.ndarray) -> np.ndarray:
         """Note which new frames are digital silence, then normalise them for the model."""
@@ -264,6 +293,34 @@ class StreamingVisemes:
             out = self.consume(probs[0], limit=n_frames)
         self.reset()
         return out
+
+
+def features_many(streams: Sequence[StreamingVisemes],
+                  audio: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+    """``features`` for many streams at once (one tick of a worker): each stream resamples and
+    cuts its own windows, then one FFT and mel projection runs over all of them, and streams
+    with the same number of new frames share one normalisation recursion. Every step is
+    row-wise or element-wise, so each stream gets the numbers it would get alone."""
+    windows = [s._windows(p, sr) for s, (p, sr) in zip(streams, audio, strict=True)]
+    counts = [len(w) for w in windows]
+    mel = frames_to_logmel(np.concatenate(windows)) if sum(counts) else \
+        np.zeros((0, N_MELS), np.float32)
+    power = frame_log_power(mel)
+    edges = np.cumsum([0, *counts])
+    out: list[np.ndarray] = [mel[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(streams):
+        pw = power[edges[i]:edges[i + 1]]
+        s._silent.extend((pw < SILENCE_LOG_POWER).tolist())
+        if s._norm is not None and counts[i]:
+            groups.setdefault(counts[i], []).append(i)
+    for idxs in groups.values():
+        normed = RunningNorm.push_many(
+            [streams[i]._norm for i in idxs], np.stack([out[i] for i in idxs]),
+            np.stack([power[edges[i]:edges[i + 1]] for i in idxs]))
+        for k, i in enumerate(idxs):
+            out[i] = normed[k]
+    return out
 
 
 def audio_to_visemes(pcm: np.ndarray, sample_rate: int, fps: float = 25,
@@ -339,7 +396,7 @@ class VisemeBatcher:
                   ) -> list[np.ndarray]:
         """One tick: (stream, pcm, sample_rate) per session -> new frames per session."""
         streams = [s for s, _, _ in items]
-        feats = [s.features(p, sr) for s, p, sr in items]
+        feats = features_many(streams, [(p, sr) for _, p, sr in items])
         probs = self.run_windows(streams, feats)
         return [s.consume(p) for s, p in zip(streams, probs, strict=True)]
 

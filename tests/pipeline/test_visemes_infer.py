@@ -17,7 +17,8 @@ from avatar_pipeline.visemes import (
     audio_to_visemes,
     default_model,
 )
-from avatar_pipeline.visemes.infer import DEFAULT_WEIGHTS
+from avatar_pipeline.features import resample
+from avatar_pipeline.visemes.infer import DEFAULT_WEIGHTS, features_many
 from avatar_pipeline.visemes.smoothing import SmoothingParams
 
 SIL = VISEME_INDEX["sil"]
@@ -117,6 +118,26 @@ def test_batched_equals_unbatched(model):
         np.testing.assert_allclose(got, r, atol=1e-4)
     # sessions ticking together share one onnxruntime run per tick (+1 per flush length)
     assert b.runs <= n_ticks + len({len(s.pcm) for s in sp}) + 4
+
+
+def test_features_of_many_streams_at_once_are_each_streams_own(model, speech):
+    """One tick of a worker computes the log-mel of every session's new audio in one FFT and
+    normalises sessions together: each session must get exactly the numbers it gets alone,
+    whatever its rate, chunk size and history (here windows of 2-6 frames, 16 and 48 kHz)."""
+    pcm16 = resample(speech.pcm.astype(np.float32) / 32768, speech.sample_rate, 16000)
+    pcm48 = resample(pcm16, 16000, 48000)
+    inputs = [(pcm16, 16000, 640), (pcm48, 48000, 1920), (pcm16[800:], 16000, 320),
+              (pcm16, 16000, 960)]
+    together = [StreamingVisemes(25, model=model) for _ in inputs]
+    alone = [StreamingVisemes(25, model=model) for _ in inputs]
+    n_ticks = min(len(x) // step for x, _, step in inputs)
+    for k in range(n_ticks):
+        chunks = [(x[k * step:(k + 1) * step], sr) for x, sr, step in inputs]
+        got = features_many(together, chunks)
+        assert len({len(g) for g in got}) > 1  # streams in different normalisation groups
+        for g, s, (c, sr) in zip(got, alone, chunks, strict=True):
+            np.testing.assert_array_equal(g, s.features(c, sr))
+    assert all(a._silent == b._silent for a, b in zip(together, alone, strict=True))
 
 
 async def test_async_batcher_flushes_on_size_and_wait(model, speech):
