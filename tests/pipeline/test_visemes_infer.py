@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from avatar_pipeline.features import resample
 from avatar_pipeline.tts import default_engine
 from avatar_pipeline.viseme_set import NUM_VISEMES, VISEME_INDEX
 from avatar_pipeline.visemes import (
@@ -17,7 +18,6 @@ from avatar_pipeline.visemes import (
     audio_to_visemes,
     default_model,
 )
-from avatar_pipeline.features import resample
 from avatar_pipeline.visemes.infer import DEFAULT_WEIGHTS, features_many
 from avatar_pipeline.visemes.smoothing import SmoothingParams
 
