@@ -146,6 +146,7 @@ class Learner:
         """Join the lesson's room (with the router's learner token, or one minted here)."""
         asset = AvatarRegistry().default()
         self._size, self._crop = (asset.width, asset.height), mouth_crop(asset)
+        self._avatar = avatar_identity(lesson)
 
         @self.room.on("track_subscribed")
         def _on_track(track, pub, participant):
@@ -194,9 +195,23 @@ class Learner:
         return sp.duration_s
 
     async def wait_tracks(self, timeout: float = 30) -> None:  # noqa: ASYNC109
-        deadline = time.monotonic() + timeout
+        """Until both of the avatar's tracks are subscribed and video frames arrive. The Rust
+        SDK drops a subscription whose track it hears of before the publication ("could not
+        find published track with sid"), and then never subscribes to it: a publication still
+        unsubscribed after 3 s is asked for again (as a learner's client would retry)."""
+        start = time.monotonic()
+        deadline, retried = start + timeout, set()
         while len(self.tracks) < 2 or not self.video_t:
             assert time.monotonic() < deadline, f"avatar tracks: {list(self.tracks)}"
+            avatar = next((p for p in self.room.remote_participants.values()
+                           if p.identity == self._avatar), None)
+            if avatar is not None and time.monotonic() - start > 3.0:
+                for pub in avatar.track_publications.values():
+                    if pub.name not in self.tracks and pub.sid not in retried:
+                        retried.add(pub.sid)
+                        pub.set_subscribed(False)
+                        await asyncio.sleep(0.2)
+                        pub.set_subscribed(True)
             await asyncio.sleep(0.1)
 
     def window(self, t0: float, t1: float):
