@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a Debian machine, idempotently:
-#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices, iptables,
+#   1. Debian packages: redis-server, nginx, chromium, g++, festival + three voices, flite,
+#      iptables,
 #      nftables, iproute2 and libnetfilter-queue-dev (apt-get update first).
 #   2. A virtualenv in .venv with the project and its extras (skipped when pyproject is unchanged).
 #   3. livekit-server v1.13.5, promtool, prometheus and helm, built with `go install` into
@@ -29,11 +30,13 @@ command -v iptables >/dev/null || missing+=(iptables)
 command -v nft >/dev/null || missing+=(nftables)
 command -v ip >/dev/null || missing+=(iproute2)
 [ -f /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || missing+=(libnetfilter-queue-dev)
-# festival's English voices (made from recordings of real people) speak viseme training data
+# festival's English voices (made from recordings of real people) speak viseme training data,
 command -v festival >/dev/null || missing+=(festival)
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
 [ -d /usr/share/festival/voices/english/ked_diphone ] || missing+=(festvox-kdlpc16k)
 [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
+# and flite's two more (awb, rms: clustergen voices from CMU ARCTIC recordings)
+command -v flite >/dev/null || missing+=(flite)
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   $SUDO apt-get update -qq

@@ -112,11 +112,12 @@ def synthesize_batch(requests: list[FestivalRequest], timeout_s: float = 600.0) 
             wav = f"{tmp}/{i}.wav"
             if wav not in segs or not Path(wav).exists():
                 raise RuntimeError(f"festival did not speak {r.text!r}: {out.stderr[-500:]}")
-            result.append(_speech(r, Path(wav), segs[wav]))
+            result.append(read_speech(r, Path(wav), segs[wav]))
         return result
 
 
-def _speech(r: FestivalRequest, wav: Path, segs: list[tuple[str, float]]) -> Speech:
+def read_speech(r: FestivalRequest, wav: Path, segs: list[tuple[str, float]]) -> Speech:
+    """A synthesised wav and its phones' end times (festival's US set) -> ``Speech``."""
     with wave.open(str(wav)) as w:
         sr = w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)

@@ -11,8 +11,9 @@ Three sources, all with exact labels (each phoneme's sample position or frame co
   ``voices/!v``) at a random rate / pitch / pitch range / word gap. Fast to make.
 - **Kokoro-82M** (``kokoro_data``): neural speech by many mixed speakers in eight languages,
   slow to make on a CPU, so generated once into a cache and augmented here afresh.
-- **festival** (``avatar_pipeline.tts.festival``): three English voices built from recordings
-  of real people (two diphone, one HTS), English text at 0.75-1.4x rate. Fast to make.
+- **festival** (``avatar_pipeline.tts.festival``, ``avatar_pipeline.tts.flite``): five English
+  voices built from recordings of real people (festival's two diphone and one HTS voice,
+  flite's two clustergen voices), English text at 0.75-1.4x rate. Fast to make.
 
 Every utterance is augmented (``augment``: voice conversion, EQ, reverb, resampling, codecs,
 noise, gain and clipping) with its own recorded parameters.
@@ -26,7 +27,8 @@ Splits (all deterministic from the seed; a fresh process makes the same corpus):
   range: fast and high (300-360 wpm, pitch 85-99) or slow and low (80-105 wpm, pitch 0-12).
 - ``kokoro_train`` / ``kokoro_val``: Kokoro's ``train`` / ``val`` speech, ``copies``
   augmented versions of each utterance.
-- ``festival_train`` / ``festival_val``: festival speech of training / held-out sentences.
+- ``festival_train`` / ``festival_val``: festival and flite speech of training / held-out
+  sentences.
 
 Never used: the Piper voice reserved for evaluation (``avatar_pipeline.tts.piper``), Kokoro's
 held-out speakers, the evaluation sentences, and any human speech.
@@ -43,7 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from avatar_pipeline.features import SAMPLE_RATE, logmel
-from avatar_pipeline.tts import TimedPhoneme, default_engine, festival, viseme_ids_from_phonemes
+from avatar_pipeline.tts import (
+    TimedPhoneme,
+    default_engine,
+    festival,
+    flite,
+    viseme_ids_from_phonemes,
+)
 from avatar_pipeline.viseme_set import VISEMES
 from avatar_pipeline.visemes import augment as aug_mod
 from avatar_pipeline.visemes.augment import AugmentConfig, opus_roundtrip  # noqa: F401
@@ -284,10 +292,22 @@ def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2
 
 
 FESTIVAL_SPLITS = ("festival_train", "festival_val")
+# The voices of real people in these splits: festival's three and flite's two.
+RECORDED_VOICES: tuple[str, ...] = (*sorted(festival.VOICES), *flite.VOICES)
 # Festival's labels run ahead of its audio by about a pitch period (sibilant energy centres
-# against label centres, relative to espeak-ng's); the labels are moved by this much.
-FESTIVAL_LAG_S: dict[str, float] = {"kal": 0.005, "ked": 0.0, "slt": 0.010}
-FESTIVAL_LABELS = 1  # bump when festival's labels change
+# against label centres, relative to espeak-ng's); the labels are moved by this much. Flite's
+# clustergen voices sit where espeak-ng's do.
+FESTIVAL_LAG_S: dict[str, float] = {"kal": 0.005, "ked": 0.0, "slt": 0.010, "awb": 0.0,
+                                    "rms": 0.0}
+FESTIVAL_LABELS = 2  # bump when these splits' voices or labels change
+
+
+def recorded_speech(requests: list[festival.FestivalRequest]) -> list:
+    """Speak each request with festival or flite, whichever has its voice; in order."""
+    fest = [r for r in requests if r.voice in festival.VOICES]
+    spoken = iter(festival.synthesize_batch(fest) if fest else [])
+    return [next(spoken) if r.voice in festival.VOICES else flite.synthesize(r)
+            for r in requests]
 
 
 def _festival_text(rng: np.random.Generator, split: str) -> str:
@@ -313,14 +333,14 @@ def _augment_festival(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
 
 def iter_festival(split: str, seconds: float, seed: int, progress: bool = True,
                   workers: int = 1, batch: int = 64):
-    """Festival speech (three English voices, rate 0.75-1.4x), augmented -> (spec, audio16k,
+    """Festival and flite speech (five English voices, rate 0.75-1.4x), augmented -> (spec, audio16k,
     labels) until ``seconds`` of speech are made; deterministic from (seed, split)."""
     import multiprocessing as mp
 
     from tqdm import tqdm
 
     rng = np.random.default_rng([seed, 300 + FESTIVAL_SPLITS.index(split)])
-    voices = sorted(festival.VOICES)
+    voices = RECORDED_VOICES
     done, index = 0.0, 0
     bar = tqdm(total=round(seconds), unit="s", desc=f"festival {split}", disable=not progress,
                mininterval=5)
@@ -337,7 +357,7 @@ def iter_festival(split: str, seconds: float, seed: int, progress: bool = True,
                     "tail_s": float(rng.uniform(0.0, 0.3)),
                 })
                 index += 1
-            speech = festival.synthesize_batch(
+            speech = recorded_speech(
                 [festival.FestivalRequest(s["text"], s["voice"], s["stretch"]) for s in specs])
             jobs = [(spec, sp.pcm, sp.sample_rate,
                      [(p.start_s, p.end_s, VISEMES.index(p.viseme)) for p in sp.phonemes],

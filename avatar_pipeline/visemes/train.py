@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--p-kokoro", type=float, default=0.5,
                     help="share of training crops taken from Kokoro speech")
-    ap.add_argument("--festival-hours", type=float, default=0.75,
+    ap.add_argument("--festival-hours", type=float, default=1.25,
                     help="hours of festival training speech (0: none)")
     ap.add_argument("--p-festival", type=float, default=0.2,
                     help="share of training crops taken from festival speech")
