@@ -11,9 +11,9 @@ Three sources, all with exact labels (each phoneme's sample position or frame co
   ``voices/!v``) at a random rate / pitch / pitch range / word gap. Fast to make.
 - **Kokoro-82M** (``kokoro_data``): neural speech by many mixed speakers in eight languages,
   slow to make on a CPU, so generated once into a cache and augmented here afresh.
-- **festival** (``avatar_pipeline.tts.festival``, ``avatar_pipeline.tts.flite``): five English
-  voices built from recordings of real people (festival's two diphone and one HTS voice,
-  flite's two clustergen voices), English text at 0.75-1.4x rate. Fast to make.
+- **festival** (``avatar_pipeline.tts.festival``): three English voices built from recordings
+  of real people (two diphone, one HTS), English text at 0.75-1.4x rate; with ``--flite`` also
+  flite's two clustergen voices (``avatar_pipeline.tts.flite``). Fast to make.
 
 Every utterance is augmented (``augment``: voice conversion, EQ, reverb, resampling, codecs,
 noise, gain and clipping) with its own recorded parameters.
@@ -292,14 +292,16 @@ def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2
 
 
 FESTIVAL_SPLITS = ("festival_train", "festival_val")
-# The voices of real people in these splits: festival's three and flite's two.
-RECORDED_VOICES: tuple[str, ...] = (*sorted(festival.VOICES), *flite.VOICES)
+# The voices of real people in these splits: festival's three, and with ``--flite`` flite's two
+# (a trial, not in the shipped model's recipe: README "Visemes").
+FESTIVAL_VOICES: tuple[str, ...] = tuple(sorted(festival.VOICES))
+RECORDED_VOICES: tuple[str, ...] = (*FESTIVAL_VOICES, *flite.VOICES)
 # Festival's labels run ahead of its audio by about a pitch period (sibilant energy centres
 # against label centres, relative to espeak-ng's); the labels are moved by this much. Flite's
 # clustergen voices sit where espeak-ng's do.
 FESTIVAL_LAG_S: dict[str, float] = {"kal": 0.005, "ked": 0.0, "slt": 0.010, "awb": 0.0,
                                     "rms": 0.0}
-FESTIVAL_LABELS = 2  # bump when these splits' voices or labels change
+FESTIVAL_LABELS = 1  # bump when festival's labels change
 
 
 def recorded_speech(requests: list[festival.FestivalRequest]) -> list:
@@ -332,15 +334,18 @@ def _augment_festival(job: tuple) -> tuple[dict, np.ndarray, np.ndarray]:
 
 
 def iter_festival(split: str, seconds: float, seed: int, progress: bool = True,
-                  workers: int = 1, batch: int = 64):
-    """Festival and flite speech (five English voices, rate 0.75-1.4x), augmented -> (spec, audio16k,
-    labels) until ``seconds`` of speech are made; deterministic from (seed, split)."""
+                  workers: int = 1, batch: int = 64,
+                  voices: tuple[str, ...] = FESTIVAL_VOICES):
+    """Festival (and flite) speech by ``voices`` (rate 0.75-1.4x), augmented -> (spec, audio16k,
+    labels) until ``seconds`` of speech are made; deterministic from (seed, split, voices)."""
     import multiprocessing as mp
 
     from tqdm import tqdm
 
     rng = np.random.default_rng([seed, 300 + FESTIVAL_SPLITS.index(split)])
-    voices = RECORDED_VOICES
+    unknown = set(voices) - set(RECORDED_VOICES)
+    if unknown:
+        raise ValueError(f"unknown recorded voices {sorted(unknown)}; of {list(RECORDED_VOICES)}")
     done, index = 0.0, 0
     bar = tqdm(total=round(seconds), unit="s", desc=f"festival {split}", disable=not progress,
                mininterval=5)
@@ -377,10 +382,16 @@ def iter_festival(split: str, seconds: float, seed: int, progress: bool = True,
 
 
 def build_festival(out: Path, split: str, hours: float, seed: int, workers: int = 2,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, voices: tuple[str, ...] = FESTIVAL_VOICES) -> Path:
     """Festival speech -> ``{split}.npz`` (fast: festival speaks ~50x faster than real time)."""
-    return _write(out, split, iter_festival(split, hours * 3600, seed, progress, workers),
-                  {"seed": seed, "hours": hours, "labels": FESTIVAL_LABELS})
+    return _write(out, split, iter_festival(split, hours * 3600, seed, progress, workers,
+                                            voices=voices),
+                  {"seed": seed, "hours": hours, "labels": FESTIVAL_LABELS,
+                   "voices": list(voices)})
+
+
+def recorded_voices(with_flite: bool) -> tuple[str, ...]:
+    return RECORDED_VOICES if with_flite else FESTIVAL_VOICES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -394,6 +405,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--festival-hours", type=float, default=0.0,
                     help="hours of festival training speech (needs Debian's festival voices)")
+    ap.add_argument("--flite", action="store_true",
+                    help="flite's voices awb and rms beside festival's (a trial; needs flite)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", choices=[*SPLITS, *KOKORO_SPLITS, *FESTIVAL_SPLITS, "all"],
                     default="all")
@@ -409,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     for s in splits:
         if s in FESTIVAL_SPLITS:
             hours = args.festival_hours if s == "festival_train" else args.eval_hours / 2
-            build_festival(args.out, s, hours, args.seed, args.workers)
+            build_festival(args.out, s, hours, args.seed, args.workers,
+                           voices=recorded_voices(args.flite))
         elif s in KOKORO_SPLITS:
             hours = args.kokoro_hours if s == "kokoro_train" else args.eval_hours / 2
             build_kokoro(args.out, s, hours, args.seed, args.copies, args.workers)

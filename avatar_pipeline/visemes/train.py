@@ -151,6 +151,7 @@ def _corpus(args) -> float:
     from avatar_pipeline.visemes import data as vdata
 
     t0 = time.time()
+    voices = vdata.recorded_voices(args.flite)
     want = {"train": args.hours, "val": args.eval_hours, "heldout_voices": args.eval_hours,
             "heldout_style": args.eval_hours}
     if args.kokoro_hours:
@@ -165,11 +166,13 @@ def _corpus(args) -> float:
             and info.get("copies", args.copies) == args.copies \
             and (not split.startswith("kokoro_") or info.get("labels") == vdata.KOKORO_LABELS) \
             and (not split.startswith("festival_")
-                 or info.get("labels") == vdata.FESTIVAL_LABELS)
+                 or (info.get("labels") == vdata.FESTIVAL_LABELS
+                     and info.get("voices", list(vdata.FESTIVAL_VOICES)) == list(voices)))
         if ok:
             continue
         if split.startswith("festival_"):
-            vdata.build_festival(args.data, split, hours, args.seed, args.workers)
+            vdata.build_festival(args.data, split, hours, args.seed, args.workers,
+                                 voices=voices)
         elif split.startswith("kokoro_"):
             vdata.build_kokoro(args.data, split, hours, args.seed, args.copies, args.workers)
         else:
@@ -186,8 +189,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--p-kokoro", type=float, default=0.5,
                     help="share of training crops taken from Kokoro speech")
-    ap.add_argument("--festival-hours", type=float, default=1.25,
+    ap.add_argument("--festival-hours", type=float, default=0.75,
                     help="hours of festival training speech (0: none)")
+    ap.add_argument("--flite", action="store_true",
+                    help="flite's voices awb and rms in the festival split (a trial; needs flite)")
     ap.add_argument("--p-festival", type=float, default=0.2,
                     help="share of training crops taken from festival speech")
     ap.add_argument("--eval-hours", type=float, default=0.1)
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch.nn.functional as F
 
     from avatar_pipeline.features import RunningNorm
+    from avatar_pipeline.visemes import data as vdata
     from avatar_pipeline.visemes.model import LOOKAHEAD, CausalTCN, n_params
 
     torch.set_num_threads(args.threads)
@@ -366,7 +372,9 @@ def main(argv: list[str] | None = None) -> dict:
         "lookahead_frames": L, "hop_ms": 10, "params": params, "seed": args.seed,
         "steps": step, "train_hours": {"espeak": args.hours, "kokoro": args.kokoro_hours,
                                        "kokoro_copies": args.copies,
-                                       "festival": args.festival_hours},
+                                       "festival": args.festival_hours,
+                                       "festival_voices": list(
+                                           vdata.recorded_voices(args.flite))},
         "train_mix": {"espeak": float(p_src[0]), "kokoro": args.p_kokoro if args.kokoro_hours
                       else 0.0, "festival": args.p_festival if args.festival_hours else 0.0},
         "best_step": best[2],
