@@ -26,8 +26,9 @@ def check_timing(sp, min_phones: int) -> None:
     assert phs[0].viseme == "sil" and lead < loud - 25, (lead, loud)
 
 
-def sibilant_offsets_ms(sp) -> list[float]:
-    """For each /s/-like span: centre of its high-frequency energy minus the span's centre."""
+def sibilant_offsets_ms(sp, lag_s: float = 0.0) -> list[float]:
+    """For each /s/-like span (moved ``lag_s`` later): centre of its high-frequency energy minus
+    the span's centre."""
     from scipy.signal import butter, sosfiltfilt
 
     x = sp.pcm.astype(np.float64) / 32768
@@ -40,7 +41,7 @@ def sibilant_offsets_ms(sp) -> list[float]:
     ratio = h / (h + lf[:n * hop].reshape(n, hop).mean(1) + 1e-9)
     out = []
     for p in sp.phonemes:
-        c = (p.start_s + p.end_s) / 2
+        c = (p.start_s + p.end_s) / 2 + lag_s
         a, b = int((c - 0.12) * 1000), int((c + 0.12) * 1000)
         if p.viseme != "SS" or p.end_s - p.start_s < 0.05 or a < 0 or b >= n:
             continue
