@@ -64,7 +64,3 @@ def synthesize(r: FestivalRequest, timeout_s: float = 120.0) -> Speech:
             if name:
                 segs.append((name, float(end)))
         return read_speech(r, wav, segs)
-
-
-def synthesize_batch(requests: list[FestivalRequest]) -> list[Speech]:
-    return [synthesize(r) for r in requests]
