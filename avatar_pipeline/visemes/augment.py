@@ -314,6 +314,28 @@ def noise(rng: np.random.Generator, kind: str, n: int, sr: int) -> np.ndarray:
     return np.fft.irfft(spec, n).astype(np.float32)
 
 
+def noise_bed(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """``seconds`` of 16 kHz float audio with no speech in it, as a room, a line or a codec
+    gives between words: one or two of white, pink, brown noise and mains hum, sometimes
+    coloured by a random EQ and passed through a codec, at -80...-25 dBFS. Long enough that
+    the running normalisation adapts to it, so training sees stationary noise after its level
+    has been taken out, as a stream sees a long pause."""
+    n = int(seconds * SAMPLE_RATE)
+    a = sample(rng, AugmentConfig(p_voice=0.0, p_reverb=0.0, p_resample=0.0, p_noise=0.0,
+                                  p_clip=0.0))
+    kinds = ["white", "pink", "brown", "hum"]
+    x = noise(rng, str(rng.choice(kinds)), n, SAMPLE_RATE)
+    if rng.random() < 0.3:
+        y = noise(rng, str(rng.choice(kinds)), n, SAMPLE_RATE)
+        x = x / (np.std(x) + 1e-9) + y / (np.std(y) + 1e-9) * 10 ** (rng.uniform(-20, 0) / 20)
+    if a["eq"]:
+        x = equalise(x, SAMPLE_RATE, a["eq_bands"], a["eq_shelves"], a["telephone"])
+    x = x / (np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12)
+    x = x * 10 ** (rng.uniform(-80.0, -25.0) / 20)
+    x = _fit(codec_roundtrip(np.clip(x, -1.0, 1.0).astype(np.float32), SAMPLE_RATE, a), n)
+    return (np.round(np.clip(x, -1.0, 32767 / 32768) * 32768) / 32768).astype(np.float32)
+
+
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(y, np.float32).reshape(-1)[:n]
     return np.pad(y, (0, n - len(y))).astype(np.float32)

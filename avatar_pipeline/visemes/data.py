@@ -2,7 +2,7 @@
 at 10 ms.
 
     python -m avatar_pipeline.visemes.data --out DIR --hours 3 --kokoro-hours 1.5 \
-        --festival-hours 0.5 --seed 0
+        --festival-hours 1.25 --seed 0
 
 Three sources, all with exact labels (each phoneme's sample position or frame count):
 
@@ -12,8 +12,9 @@ Three sources, all with exact labels (each phoneme's sample position or frame co
 - **Kokoro-82M** (``kokoro_data``): neural speech by many mixed speakers in eight languages,
   slow to make on a CPU, so generated once into a cache and augmented here afresh.
 - **festival** (``avatar_pipeline.tts.festival``): three English voices built from recordings
-  of real people (two diphone, one HTS), English text at 0.75-1.4x rate; with ``--flite`` also
-  flite's two clustergen voices (``avatar_pipeline.tts.flite``). Fast to make.
+  of real people (two diphone, one HTS), and flite's two clustergen voices
+  (``avatar_pipeline.tts.flite``; ``--no-flite`` leaves them out), English text at 0.75-1.4x
+  rate. Fast to make.
 
 Every utterance is augmented (``augment``: voice conversion, EQ, reverb, resampling, codecs,
 noise, gain and clipping) with its own recorded parameters.
@@ -292,8 +293,8 @@ def build_kokoro(out: Path, split: str, hours: float, seed: int, copies: int = 2
 
 
 FESTIVAL_SPLITS = ("festival_train", "festival_val")
-# The voices of real people in these splits: festival's three, and with ``--flite`` flite's two
-# (a trial, not in the shipped model's recipe: README "Visemes").
+# The voices of real people in these splits: festival's three and flite's two (the shipped
+# model's recipe; ``--no-flite`` leaves flite's out).
 FESTIVAL_VOICES: tuple[str, ...] = tuple(sorted(festival.VOICES))
 RECORDED_VOICES: tuple[str, ...] = (*FESTIVAL_VOICES, *flite.VOICES)
 # Festival's labels run ahead of its audio by about a pitch period (sibilant energy centres
@@ -405,8 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--festival-hours", type=float, default=0.0,
                     help="hours of festival training speech (needs Debian's festival voices)")
-    ap.add_argument("--flite", action="store_true",
-                    help="flite's voices awb and rms beside festival's (a trial; needs flite)")
+    ap.add_argument("--flite", action=argparse.BooleanOptionalAction, default=True,
+                    help="flite's voices awb and rms beside festival's (needs flite)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split", choices=[*SPLITS, *KOKORO_SPLITS, *FESTIVAL_SPLITS, "all"],
                     default="all")

@@ -3,14 +3,15 @@ report.
 
     python -m avatar_pipeline.visemes.train     # corpus (cached) + training, CPU or GPU
 
-Steps: build the corpus (``avatar_pipeline.visemes.data``: espeak-ng splits, and Kokoro speech
-generated once into ``--data``/kokoro and augmented, festival's English voices; everything
-reused when current), fit the
-running normalisation's starting mean and the feature scale, train the causal TCN with AdamW +
+Steps: build the corpus (``avatar_pipeline.visemes.data``: espeak-ng splits, Kokoro speech
+generated once into ``--data``/kokoro and augmented, festival's and flite's English voices of
+real people; everything reused when current), fit the running normalisation's starting mean
+and the feature scale, make noise beds without speech (``--p-silence``: a stationary noise
+whose level the normalisation has taken out is silence), train the causal TCN with AdamW +
 one-cycle LR on random 4 s crops (a Kokoro crop with probability ``--p-kokoro``, a festival
-one with ``--p-festival``, espeak-ng otherwise; light
-SpecAugment), keep the checkpoint with the best validation frame accuracy (training speakers,
-held-out sentences), export it to ``avatar_pipeline/visemes/weights/visemes.onnx``
+or flite one with ``--p-festival``, a noise bed with ``--p-silence``, espeak-ng otherwise;
+light SpecAugment), keep the checkpoint with the best validation frame accuracy (training
+speakers, held-out sentences), export it to ``avatar_pipeline/visemes/weights/visemes.onnx``
 (+ ``visemes.json``) and write ``benchmarks/results/viseme_train/{metrics.json, report.png}``:
 loss curves, validation accuracy, the confusion matrix, per-split accuracy / macro-F1.
 Nothing reserved for evaluation is read (the Piper voice, Kokoro's held-out speakers, the
@@ -29,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar_pipeline.features import logmel
+from avatar_pipeline.viseme_set import SILENCE
+from avatar_pipeline.visemes.augment import noise_bed
 from config.logs import get_logger
 
 log = get_logger(__name__)
@@ -146,6 +150,16 @@ def _plot(report: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def silence_source(norm, seed: int, clips: int, seconds: float):
+    """Noise beds with no speech (``augment.noise_bed``), each through a fresh running
+    normalisation as a stream hears a long pause, labelled silence: (features, labels)."""
+    rng = np.random.default_rng([seed, 1])
+    feats = [logmel(noise_bed(rng, seconds)) for _ in range(clips)]
+    offsets = np.cumsum([0, *(len(f) for f in feats)])
+    f = np.concatenate(normalised(np.concatenate(feats), offsets, norm))
+    return f, np.full(len(f), SILENCE, np.int64)
+
+
 def _corpus(args) -> float:
     """Build whatever part of the corpus is missing or stale; returns seconds spent."""
     from avatar_pipeline.visemes import data as vdata
@@ -189,12 +203,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--copies", type=int, default=2, help="augmented copies per Kokoro utterance")
     ap.add_argument("--p-kokoro", type=float, default=0.5,
                     help="share of training crops taken from Kokoro speech")
-    ap.add_argument("--festival-hours", type=float, default=0.75,
-                    help="hours of festival training speech (0: none)")
-    ap.add_argument("--flite", action="store_true",
-                    help="flite's voices awb and rms in the festival split (a trial; needs flite)")
+    ap.add_argument("--festival-hours", type=float, default=1.25,
+                    help="hours of festival and flite training speech (0: none)")
+    ap.add_argument("--flite", action=argparse.BooleanOptionalAction, default=True,
+                    help="flite's voices awb and rms in the festival split (needs flite)")
     ap.add_argument("--p-festival", type=float, default=0.2,
                     help="share of training crops taken from festival speech")
+    ap.add_argument("--p-silence", type=float, default=0.05,
+                    help="share of training crops taken from long speechless noise beds")
+    ap.add_argument("--silence-clips", type=int, default=96,
+                    help="noise beds of 12 s each for --p-silence")
     ap.add_argument("--eval-hours", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3000)
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. data
     t_data = _corpus(args)
     sources = [_load(args.data / "train.npz")]
-    p_src = [1.0 - args.p_kokoro - args.p_festival]
+    p_src = [1.0 - args.p_kokoro - args.p_festival - args.p_silence]
     if args.kokoro_hours:
         sources.append(_load(args.data / "kokoro_train.npz"))
         p_src.append(args.p_kokoro)
@@ -252,6 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
     train = []
     for f, y, off in sources:
         train.append((np.concatenate(normalised(f, off, norm)), y))
+    if args.p_silence:
+        train.append(silence_source(norm, args.seed, args.silence_clips, 12.0))
+        p_src.append(args.p_silence)
     val = {}
     for name in val_names:
         f, y, off = _load(args.data / f"{name}.npz")
@@ -262,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 2. model
     dil = tuple(int(d) for d in args.dilations.split(","))
     net = CausalTCN(channels=args.channels, dilations=dil)
-    allf = np.concatenate([f[:: max(1, len(f) // 100000)] for f, _ in train])
+    allf = np.concatenate([f[:: max(1, len(f) // 100000)] for f, _ in train[:len(sources)]])
     net.mean.copy_(torch.from_numpy(allf.mean(0)))
     net.std.copy_(torch.from_numpy(allf.std(0) + 1e-3))
     net.to(device)
@@ -376,7 +397,9 @@ def main(argv: list[str] | None = None) -> dict:
                                        "festival_voices": list(
                                            vdata.recorded_voices(args.flite))},
         "train_mix": {"espeak": float(p_src[0]), "kokoro": args.p_kokoro if args.kokoro_hours
-                      else 0.0, "festival": args.p_festival if args.festival_hours else 0.0},
+                      else 0.0, "festival": args.p_festival if args.festival_hours else 0.0,
+                      "silence": args.p_silence,
+                      "silence_seconds": args.silence_clips * 12.0 if args.p_silence else 0.0},
         "best_step": best[2],
         **{f"{k}_frame_accuracy": v["frame_accuracy"] for k, v in splits.items()},
     }

@@ -142,3 +142,29 @@ def test_evaluation_text_and_speakers_never_reach_training():
         k = speakers.names("heldout").index(speakers.HELDOUT_PACK)
         assert s.speaker.timbre[k] >= 0.6
     assert kokoro_data.spec("train", 5, 0) == kokoro_data.spec("train", 5, 0)
+
+
+def test_noise_beds_are_speechless_noise_the_normalisation_levels_out():
+    """The trainer's silence source: 12 s beds of stationary noise at -80...-25 dBFS (of many
+    colours, some through a codec), each through a fresh running normalisation as a stream
+    hears a long pause, all labelled silence. After ~3 s the normalisation has taken the
+    noise's level out, which is what the model must learn to call silence."""
+    from avatar_pipeline.features import RunningNorm
+    from avatar_pipeline.viseme_set import SILENCE
+    from avatar_pipeline.visemes.augment import noise_bed
+    from avatar_pipeline.visemes.train import silence_source
+
+    rng = np.random.default_rng(5)
+    levels = []
+    for _ in range(12):
+        x = noise_bed(rng, 12.0)
+        assert x.dtype == np.float32 and len(x) == 12 * SAMPLE_RATE and np.isfinite(x).all()
+        levels.append(10 * np.log10(np.mean(np.square(x, dtype=np.float64))))
+    assert -81 < min(levels) and max(levels) < -24 and max(levels) - min(levels) > 15, levels
+    feats, labels = silence_source(RunningNorm(np.zeros(80)), seed=5, clips=3, seconds=12.0)
+    assert feats.shape == (3 * 1200, 80) and (labels == SILENCE).all()
+    for k in range(3):  # the last 4 s of each bed: its level is gone, its colour may remain
+        tail = feats[k * 1200 + 800:(k + 1) * 1200]
+        assert abs(float(tail.mean())) < 1.0, float(tail.mean())
+    again, _ = silence_source(RunningNorm(np.zeros(80)), seed=5, clips=3, seconds=12.0)
+    assert np.array_equal(feats, again), "the same beds for a seed"

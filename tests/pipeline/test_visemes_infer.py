@@ -202,11 +202,18 @@ def test_long_input_and_rate_change(model):
     assert len(a) + len(b) + len(c) == 50
 
 
-def test_silence_and_noise_floor_give_sil(model):
+@pytest.mark.parametrize("kind", ["white", "pink", "brown", "hum"])
+def test_a_long_pause_in_a_noisy_room_keeps_the_mouth_shut(model, kind):
+    """20 s of noise and no speech, quiet to loud: the mouth stays shut, also after the
+    running normalisation has taken the noise's level out (~3 s)."""
+    from avatar_pipeline.visemes.augment import noise
+
     rng = np.random.default_rng(0)
-    for db in (-60, -40):  # white noise, no speech, 6 s
-        x = (rng.standard_normal(16000 * 6) * 10 ** (db / 20) * 32768).astype(np.int16)
-        assert (audio_to_visemes(x, 16000, 25).argmax(1) == SIL).mean() > 0.95
+    for db in (-70, -60, -50, -40, -30):
+        x = noise(rng, kind, 16000 * 20, 16000).astype(np.float64)
+        x *= 10 ** (db / 20) / np.sqrt(np.mean(x ** 2))
+        v = audio_to_visemes((x * 32767).astype(np.int16), 16000, 25).argmax(1)
+        assert (v == SIL).mean() > 0.98, (db, float((v == SIL).mean()))
 
 
 def test_smoothing_option(model, speech):
@@ -224,10 +231,10 @@ HELDOUT_CASES = [
     ("en", "steph2", 1), ("es", "grandma", 1), ("zh", "m6", 1), ("fa", "iven3", 1),
 ]
 # Threshold: the benchmark (benchmarks/results/viseme_eval.json) measures the shipped model at
-# 90.9 % frame accuracy on held-out voices, clean; on these 8 sentences it scores 0.71-0.96
-# (mean 0.885, sd 0.08). A mean of 0.75 is ~4 standard errors below that, so it fails only on a
+# 84.9 % frame accuracy on held-out voices, clean; on these 8 sentences it scores 0.66-0.90
+# (mean 0.81, sd 0.07). A mean of 0.75 is ~2.5 standard errors below that, so it fails on a
 # real regression, and it is far above pocketsphinx (~0.46) and the energy baseline (~0.34) on
-# the same kind of audio. One sentence may be hard (held-out voice "grandma" in es: 0.71).
+# the same kind of audio. One sentence is hard (held-out voice "grandma" in es: 0.66).
 ACC_MIN = 0.75
 ACC_MIN_ONE = 0.60
 
