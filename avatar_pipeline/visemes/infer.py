@@ -41,7 +41,7 @@ from avatar_pipeline.features import (
     frames_to_logmel,
     to_float,
 )
-from avatar_pipeline.viseme_set import NUM_VISEMES
+from avatar_pipeline.viseme_set import NUM_VISEMES, VISEME_INDEX
 from avatar_pipeline.visemes.smoothing import Smoother, SmoothingParams
 from config.logs import get_logger
 
@@ -84,6 +84,14 @@ class VisemeModel:
         self.lookahead = int(self.meta.get("lookahead_frames", 5))
         # the per-stream feature normalisation the model was trained with (None: raw log-mel)
         self.normalisation: dict | None = self.meta.get("normalisation")
+        # per-viseme shifts of the output's log-probabilities a model's JSON may name
+        # (visemes/calibrate.py picks one for PP on validation speech; the shipped model has none)
+        self.log_prior_shift: dict[str, float] = dict(self.meta.get("log_prior_shift") or {})
+        self._prior = None
+        if any(self.log_prior_shift.values()):
+            self._prior = np.ones(NUM_VISEMES, np.float32)
+            for name, nats in self.log_prior_shift.items():
+                self._prior[VISEME_INDEX[name]] = math.exp(nats)
 
     def zero_state(self, n: int = 1) -> np.ndarray:
         return np.zeros((n, self.channels, self.state_size), np.float32)
@@ -93,6 +101,9 @@ class VisemeModel:
         probs, new_state = self.session.run(
             None, {"feats": np.ascontiguousarray(feats, np.float32),
                    "state": np.ascontiguousarray(state, np.float32)})
+        if self._prior is not None:
+            probs = probs * self._prior
+            probs /= probs.sum(axis=-1, keepdims=True)
         return probs, new_state
 
 
