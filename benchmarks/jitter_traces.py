@@ -14,7 +14,9 @@ Reported per trace and configuration (NetEq's vocabulary where it has one):
 
 The goals (issue 16): on every trace underruns <= the seed's, late-concealed <= 0.5 %, median
 added delay <= 100 ms, speech dropped 0. The latency-first variant (no peak hold) and a sweep of
-the peak detector show the trade-off between the last two where a trace makes them conflict.
+the peak detector show the trade-off between the last two where a trace makes them conflict;
+there, :mod:`benchmarks.jitter_bound` adds the lowest steady delay that meets the late budget
+(chosen in hindsight) and what a buffer that knows every arrival in advance reaches.
 
     .venv/bin/python -m benchmarks.jitter_traces [--traces DIR]
 
@@ -39,6 +41,7 @@ from tqdm import tqdm  # noqa: E402
 
 from avatar_pipeline.jitter import SEED_FIXED, JitterConfig  # noqa: E402
 from avatar_pipeline.jitter_replay import replay_trace  # noqa: E402
+from benchmarks.jitter_bound import fixed_in_hindsight, median_bound  # noqa: E402
 from benchmarks.jitter_trace_gen import generated  # noqa: E402
 from benchmarks.machine import RESULTS, machine, machine_label, write_json  # noqa: E402
 
@@ -96,6 +99,13 @@ def run(traces_dir: Path) -> dict:
             s = replay_trace(traces[tname], replace(CONFIGS["adaptive"], **kw), label).summary()
             sweep.append({"trace": tname, "setting": label, **{
                 k: s[k] for k in ("late_concealed_pct", "delay_median_ms", "underruns")}})
+    # Where the goals conflict: what a buffer holding one steady delay could reach at best,
+    # and what one knowing every arrival in advance could (a lower bound for any buffer).
+    bounds = {}
+    for tname in tqdm(SWEEP_TRACES, desc="bounds"):
+        b = median_bound(traces[tname], WORKER_MS, GOALS["late_concealed_pct"])
+        bounds[tname] = {"fixed_in_hindsight_ms": fixed_in_hindsight(
+            traces[tname], WORKER_MS, GOALS["late_concealed_pct"]), **asdict(b)}
     payload = {
         "benchmark": "jitter_traces",
         "machine": machine(),
@@ -105,13 +115,14 @@ def run(traces_dir: Path) -> dict:
         "goals": GOALS | {"underruns": "<= seed fixed"},
         "results": rows,
         "sweep": sweep,
+        "bounds": bounds,
     }
     write_json("jitter_traces", payload)
-    plot(rows, sweep, list(traces), payload["machine"])
+    plot(rows, sweep, bounds, list(traces), payload["machine"])
     return payload
 
 
-def plot(rows: list[dict], sweep: list[dict], names: list[str], m: dict) -> Path:
+def plot(rows: list[dict], sweep: list[dict], bounds: dict, names: list[str], m: dict) -> Path:
     by = {(r["trace"], r["config"]): r for r in rows}
     fig, axes = plt.subplots(2, 2, figsize=(16, 9))
     x = np.arange(len(names))
@@ -139,14 +150,23 @@ def plot(rows: list[dict], sweep: list[dict], names: list[str], m: dict) -> Path
     ax = axes[1, 1]
     for tname, marker in zip(SWEEP_TRACES, "osD", strict=True):
         pts = [s for s in sweep if s["trace"] == tname]
-        ax.plot([p["delay_median_ms"] for p in pts], [p["late_concealed_pct"] for p in pts],
-                marker=marker, label=tname)
+        line, = ax.plot([p["delay_median_ms"] for p in pts],
+                        [p["late_concealed_pct"] for p in pts], marker=marker, label=tname)
+        b = bounds[tname]
+        ax.scatter([b["fixed_in_hindsight_ms"]], [GOALS["late_concealed_pct"]], marker="*",
+                   s=140, color=line.get_color(), edgecolor="k", zorder=4,
+                   label=f"{tname}: best steady delay in hindsight" if tname == "wifi" else None)
+        ax.scatter([b["clairvoyant_median_ms"]], [b["clairvoyant_late_pct"]], marker="P",
+                   s=90, color=line.get_color(), edgecolor="k", zorder=4,
+                   label=f"{tname}: clairvoyant (knows every arrival)" if tname == "wifi"
+                   else None)
         for p in pts:
             ax.annotate(p["setting"].split(" (")[0], (p["delay_median_ms"],
                         p["late_concealed_pct"]), fontsize=6, alpha=0.7)
     ax.axhline(0.5, ls="--", c="gray", lw=1)
     ax.axvline(100, ls="--", c="gray", lw=1)
-    ax.set(title="the trade-off: peak-detector settings (goal: lower left of both lines)",
+    ax.set(title="the trade-off (goal: lower left of both lines): peak-detector settings,\n"
+                 "* a steady delay chosen in hindsight, + a buffer that knows every arrival",
            xlabel="median added delay, ms", ylabel="late-concealed, %")
     ax.legend(fontsize=8)
     fig.suptitle(f"Jitter buffer as the worker runs it (40 ms packets) — {machine_label(m)} "
@@ -169,6 +189,10 @@ def main() -> None:
               f"  late {r['late_concealed_pct']:5.2f} %  delay median {r['delay_median_ms']:6}"
               f" p95 {r['delay_p95_ms']:6}  wait {r['wait_median_ms']:6}  speech dropped "
               f"{r['speech_dropped']}" + (f"  MISSED {missed}" if missed else ""))
+    for tname, b in payload["bounds"].items():
+        print(f"{tname:11s} best steady delay in hindsight {b['fixed_in_hindsight_ms']:.0f} ms; "
+              f"clairvoyant {b['clairvoyant_median_ms']:.0f} ms at {b['clairvoyant_late_pct']} %"
+              f" late; no buffer <= {b['ruled_out_ms']:.0f} ms")
 
 
 if __name__ == "__main__":
