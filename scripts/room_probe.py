@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,6 +129,23 @@ def reference_lag_ms(text: str, language: str = "en", fps: int = 25) -> float:
     return lag_ms(np.arange(len(rms)) / 100, rms, np.arange(n) / fps, mouth, 0.0, n / fps)
 
 
+async def resubscribe_dropped(room: rtc.Room, identity: str, retried: set[str],
+                              missing: Callable[[rtc.RemoteTrackPublication], bool]) -> None:
+    """Ask once more for each of ``identity``'s publications that ``missing`` says has no
+    track yet (``retried`` keeps the ones asked already). The Rust SDK drops a subscription
+    whose track it hears of before the publication ("could not find published track with
+    sid") and never subscribes again; a client retries."""
+    for p in list(room.remote_participants.values()):  # the SDK changes them meanwhile
+        if p.identity != identity:
+            continue
+        for pub in list(p.track_publications.values()):
+            if missing(pub) and pub.sid not in retried:
+                retried.add(pub.sid)
+                pub.set_subscribed(False)
+                await asyncio.sleep(0.2)
+                pub.set_subscribed(True)
+
+
 @dataclass
 class Learner:
     """Subscribes to the avatar and records arrival times of video (mouth activity) and audio."""
@@ -141,12 +159,18 @@ class Learner:
     sizes: set[tuple[int, int]] = field(default_factory=set)  # video frame sizes seen
     tracks: dict[str, rtc.Track] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)  # why LiveKit or the SDK let us go
 
     async def join(self, lk, lesson: str, access_token: str | None = None) -> None:
         """Join the lesson's room (with the router's learner token, or one minted here)."""
         asset = AvatarRegistry().default()
         self._size, self._crop = (asset.width, asset.height), mouth_crop(asset)
         self._avatar = avatar_identity(lesson)
+
+        @self.room.on("disconnected")
+        def _on_disconnected(reason):
+            self.disconnects.append(rtc.DisconnectReason.Name(reason)
+                                    if isinstance(reason, int) else str(reason))
 
         @self.room.on("track_subscribed")
         def _on_track(track, pub, participant):
@@ -203,15 +227,9 @@ class Learner:
         deadline, retried = start + timeout, set()
         while len(self.tracks) < 2 or not self.video_t:
             assert time.monotonic() < deadline, f"avatar tracks: {list(self.tracks)}"
-            avatar = next((p for p in self.room.remote_participants.values()
-                           if p.identity == self._avatar), None)
-            if avatar is not None and time.monotonic() - start > 3.0:
-                for pub in avatar.track_publications.values():
-                    if pub.name not in self.tracks and pub.sid not in retried:
-                        retried.add(pub.sid)
-                        pub.set_subscribed(False)
-                        await asyncio.sleep(0.2)
-                        pub.set_subscribed(True)
+            if time.monotonic() - start > 3.0:
+                await resubscribe_dropped(self.room, self._avatar, retried,
+                                          lambda pub: pub.name not in self.tracks)
             await asyncio.sleep(0.1)
 
     def window(self, t0: float, t1: float):
@@ -224,6 +242,16 @@ class Learner:
         """The mouth's lag behind the audio envelope between ``t0`` and ``t1``, as received
         (see :func:`lag_ms`; subtract :func:`reference_lag_ms` for the A/V offset)."""
         return lag_ms(self.audio_t, self.audio_rms, self.video_t, self.mouth, t0, t1)
+
+    async def rejoin(self, lk, lesson: str, access_token: str | None = None) -> None:
+        """Join again on a new connection after the room let this learner go, as the learner
+        page does; what was recorded so far is kept."""
+        for t in self.tasks:
+            t.cancel()
+        self.tasks.clear()
+        self.tracks.clear()
+        self.room = rtc.Room()
+        await self.join(lk, lesson, access_token)
 
     async def leave(self, lk=None):
         """Leave; with ``lk``, also end the lesson (delete the room) so the avatar's job ends."""

@@ -11,6 +11,7 @@ import structlog
 
 from scripts.gotools import REPO
 from scripts.servers._base import (
+    ServerError,
     _Process,
     _wait,
     free_port,
@@ -100,6 +101,7 @@ class RouterProcess(_Process):
         import hashlib
 
         super().__init__()
+        self._own_port = port is None
         self.port = port or free_port()
         regions = write_regions_file(self.workdir / "regions.yaml", livekit)
         sha = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
@@ -123,14 +125,25 @@ class RouterProcess(_Process):
         return [sys.executable, "-m", "router", "--host", "127.0.0.1", "--port", str(self.port)]
 
     def start(self) -> RouterProcess:
-        self._spawn(self.command(), env=self.env)
-
         def ready() -> bool:
             with urllib.request.urlopen(f"http://{self.address}/readyz", timeout=1) as r:
                 return r.status == 200
 
-        _wait(ready, self.proc, "router", 60, self.logfile)
-        return self
+        # A port picked free in __init__ may be taken before the router binds it (another
+        # server, or an outgoing connection's ephemeral port): then pick another, twice at most.
+        retries = 2
+        while True:
+            self._spawn(self.command(), env=self.env)
+            try:
+                _wait(ready, self.proc, "router", 60, self.logfile)
+                return self
+            except ServerError as e:
+                taken = f"('127.0.0.1', {self.port}): address already in use" in str(e)
+                if not (taken and self._own_port and retries):
+                    raise
+                retries -= 1
+                log.warning("server.port_taken", server=self.name, port=self.port)
+                self.port = free_port()
 
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import urllib.error
 import urllib.request
 
 import pytest
 from livekit import api, rtc
 
-from scripts.servers import NginxServer, ServerError
+from scripts.servers import NginxServer, RouterProcess, ServerError
 
 
 def _token(server, identity: str, room: str) -> str:
@@ -79,3 +80,27 @@ def test_nginx_config_errors_are_reported_before_start():
     bad = NginxServer("events {} http { server { listen 127.0.0.1:1; bogus_directive on; } }")
     with pytest.raises(ServerError, match="bogus_directive"):
         bad.test_config()
+
+
+@pytest.mark.livekit
+@pytest.mark.redis
+def test_a_router_whose_port_was_taken_meanwhile_starts_on_another(livekit_server, redis_server):
+    # the port picked free when the process object was made is bound by someone else before
+    # the router starts (CI saw this once: "address already in use")
+    router = RouterProcess(livekit_server, redis_server.url)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        router.port = taken
+        with router:
+            assert router.port != taken
+            with urllib.request.urlopen(f"http://{router.address}/readyz", timeout=5) as r:
+                assert r.status == 200
+    # a port the caller chose is the caller's: taken, it is a clear error
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        fixed = RouterProcess(livekit_server, redis_server.url, port=squatter.getsockname()[1])
+        with pytest.raises(ServerError, match="address already in use"), fixed:
+            pass
