@@ -145,7 +145,11 @@ def test_speech_frames_carry_the_wav2lip_window_of_their_own_audio(tutor, neural
     n = len(dark) - 6
     corr = {lag: np.corrcoef(dark[3:3 + n], loud[3 + lag:3 + lag + n])[0, 1]
             for lag in range(-3, 4)}
-    assert corr[0] > 0.6 and max(corr, key=corr.get) == 0, corr  # in step, not a frame off
+    # In step, not a frame off: lag 0 correlates best, clearly above a frame either side. The
+    # stand-in's level is the mean log-mel of -25...+62 ms, clamped, against the frame's own
+    # 40 ms here, so lag 0 cannot reach 1 (0.62 on this sentence; +-1 frame: 0.30, 0.25).
+    assert max(corr, key=corr.get) == 0, corr
+    assert corr[0] > 0.5 and corr[0] - max(corr[-1], corr[1]) > 0.15, corr
     # the price of Wav2Lip's window (~212 ms of audio after the frame, where the viseme model
     # waits 30 ms): speech starts four to five frames later than on a sprite session
     sprite_first = next(k for k, f in enumerate(sprite) if f.audio is not None)
