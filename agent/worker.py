@@ -183,7 +183,9 @@ class AvatarServer(AgentServer):
         interval = self.settings.worker.heartbeat_interval_s
         ttl = self.settings.worker.heartbeat_ttl_s
         last_ok = time.monotonic()
+        failed = 0  # heartbeats that could not land since the last one that did
         while True:
+            t_try = time.monotonic()
             try:
                 gap = time.monotonic() - last_ok
                 if gap > ttl:  # frozen, or cut off from Redis: our lessons may have moved
@@ -192,6 +194,11 @@ class AvatarServer(AgentServer):
                     # reconnect would take the room from their replacements (same identity)
                     await self._check_lessons()
                 await self.fleet.heartbeat(self.active_sessions)
+                if failed:  # how long routers saw no heartbeat from us: ops read it beside
+                    # the Redis outage that caused it
+                    self.log.info("fleet.heartbeat_restored", failed=failed,
+                                  away_s=round(time.monotonic() - last_ok, 2))
+                    failed = 0
                 last_ok = time.monotonic()
                 await self._check_lessons()
                 SESSIONS.set(self.active_sessions)
@@ -206,7 +213,9 @@ class AvatarServer(AgentServer):
                     self._drain_task = asyncio.create_task(self.drain())
             except REDIS_ERRORS as exc:
                 # Keep serving the lessons we have; the router will see us as stale if this lasts.
-                self.log.warning("fleet.heartbeat_failed", error=str(exc))
+                failed += 1
+                self.log.warning("fleet.heartbeat_failed", error=str(exc),
+                                 took_s=round(time.monotonic() - t_try, 2))
             except Exception:  # a bug here must not stop the heartbeat (the fleet would move
                 self.log.exception("fleet.heartbeat_error")  # every lesson off this worker)
             await asyncio.sleep(interval)
