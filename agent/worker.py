@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections.abc import Callable
 
@@ -68,6 +69,14 @@ def _gpu_memory() -> tuple[int, int] | None:
         torch.cuda.get_device_properties(0).total_memory)
 
 
+def retry_delay(failed: int, interval: float) -> float:
+    """The pause before the next heartbeat after ``failed`` ones in a row: 0.25 s, then 0.5 s
+    (never more than the interval), jittered. A heartbeat lands within half a second of Redis
+    being back (a cluster's fail-over, a restart), and a fleet does not knock on a refusing
+    Redis all in step."""
+    return min(interval, 0.5, 0.25 * 2 ** (failed - 1)) * random.uniform(0.75, 1.0)
+
+
 class AvatarServer(AgentServer):
     """AgentServer + fleet membership. Build it with :func:`build_server`."""
 
@@ -91,6 +100,7 @@ class AvatarServer(AgentServer):
         )
         self.redis = connect_redis(
             settings.redis_url, settings.redis_cluster,
+            timeout_s=settings.worker.redis_timeout_s,
             client_name=worker_client_name(settings.region, self.worker_id))
         self.fleet = FleetMember(self.redis, self.worker_id, settings.region, self.capacity)
         self.log = log.bind(worker_id=self.worker_id, region=settings.region)
@@ -194,31 +204,45 @@ class AvatarServer(AgentServer):
                     # reconnect would take the room from their replacements (same identity)
                     await self._check_lessons()
                 await self.fleet.heartbeat(self.active_sessions)
-                if failed:  # how long routers saw no heartbeat from us: ops read it beside
-                    # the Redis outage that caused it
-                    self.log.info("fleet.heartbeat_restored", failed=failed,
-                                  away_s=round(time.monotonic() - last_ok, 2))
-                    failed = 0
-                last_ok = time.monotonic()
-                await self._check_lessons()
-                SESSIONS.set(self.active_sessions)
-                if self._pod is not None:
-                    await self._pod.update(self.active_sessions)
-                if (gpu := _gpu_memory()) is not None:
-                    GPU_MEMORY.set(gpu[0])
-                    GPU_MEMORY_TOTAL.set(gpu[1])
-                if (self._drain_task is None and await self.redis.hget(
-                        self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
-                    self.log.info("fleet.drain_requested_by_ops")
-                    self._drain_task = asyncio.create_task(self.drain())
             except REDIS_ERRORS as exc:
                 # Keep serving the lessons we have; the router will see us as stale if this lasts.
                 failed += 1
-                self.log.warning("fleet.heartbeat_failed", error=str(exc),
+                self.log.warning("fleet.heartbeat_failed", error=str(exc) or repr(exc),
                                  took_s=round(time.monotonic() - t_try, 2))
+                await asyncio.sleep(retry_delay(failed, interval))
+                continue
             except Exception:  # a bug here must not stop the heartbeat (the fleet would move
                 self.log.exception("fleet.heartbeat_error")  # every lesson off this worker)
+                await asyncio.sleep(interval)
+                continue
+            if failed:  # how long routers saw no heartbeat from us: ops read it beside the
+                # Redis outage that caused it
+                self.log.info("fleet.heartbeat_restored", failed=failed,
+                              away_s=round(time.monotonic() - last_ok, 2))
+                failed = 0
+            last_ok = time.monotonic()
+            try:
+                await self._after_heartbeat()
+            except REDIS_ERRORS as exc:  # the heartbeat landed; the checks run again next time
+                self.log.warning("fleet.check_failed", error=str(exc) or repr(exc))
+            except Exception:
+                self.log.exception("fleet.check_error")
             await asyncio.sleep(interval)
+
+    async def _after_heartbeat(self) -> None:
+        """What the worker looks at on each heartbeat: its lessons' fences, the gauges, the
+        pod's deletion cost, and whether ops asked it to drain."""
+        await self._check_lessons()
+        SESSIONS.set(self.active_sessions)
+        if self._pod is not None:
+            await self._pod.update(self.active_sessions)
+        if (gpu := _gpu_memory()) is not None:
+            GPU_MEMORY.set(gpu[0])
+            GPU_MEMORY_TOTAL.set(gpu[1])
+        if (self._drain_task is None and await self.redis.hget(
+                self.fleet.keys.worker(self.worker_id), "drain") == b"1"):
+            self.log.info("fleet.drain_requested_by_ops")
+            self._drain_task = asyncio.create_task(self.drain())
 
     async def _check_lessons(self) -> None:
         """Leave every room whose lesson's fence moved on (the router gave the lesson to

@@ -62,6 +62,10 @@ class WorkerSettings(BaseModel):
     capacity: int = Field(8, ge=1, le=4096)
     heartbeat_interval_s: float = Field(1.0, gt=0, le=10)
     heartbeat_ttl_s: float = Field(4.0, ge=2, le=30)
+    # The longest the worker waits on Redis for one reply (and to connect); a command is tried
+    # twice at most. A Redis that stops answering then fails a heartbeat in ~2x this instead
+    # of holding the heartbeat loop (fence checks, new dispatches) for redis-py's 5 s.
+    redis_timeout_s: float = Field(0.5, gt=0, le=10)
     captions: bool = False  # transcribe learners' microphones (agent/captions.py)
     # base: multilingual Whisper base; tiny.en: English only, about half the CPU
     captions_model: Literal["base", "tiny.en"] = "base"
@@ -111,6 +115,17 @@ class WorkerSettings(BaseModel):
                 not lang.startswith("en") for lang in self.captions_languages):
             raise ValueError("captions_model tiny.en hears English only; use base for "
                              f"{self.captions_languages}")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_fits_ttl(self) -> WorkerSettings:
+        # a heartbeat that times out on both tries must leave time for the next one
+        if 2 * self.redis_timeout_s + self.heartbeat_interval_s > self.heartbeat_ttl_s:
+            raise ValueError(
+                f"2 x redis_timeout_s ({self.redis_timeout_s}) + heartbeat_interval_s "
+                f"({self.heartbeat_interval_s}) must not exceed heartbeat_ttl_s "
+                f"({self.heartbeat_ttl_s}): a heartbeat that times out would leave the worker "
+                "looking dead")
         return self
 
     @field_validator("neural_model")

@@ -16,8 +16,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.logs import get_logger
@@ -45,9 +43,7 @@ def create_app(settings: Settings | None = None, *, regions: RegionsConfig | Non
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         redis = connect_redis(settings.redis_url, settings.redis_cluster,
-                              socket_timeout=rs.redis_timeout_s,
-                              socket_connect_timeout=rs.redis_timeout_s,
-                              retry=Retry(NoBackoff(), 1), max_connections=256)
+                              timeout_s=rs.redis_timeout_s, max_connections=256)
         router = Router(settings, redis, metrics, regions)
         app.state.router = router
         app.state.avatar_storage = DirectoryStorage(rs.avatar_dir)

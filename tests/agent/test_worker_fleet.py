@@ -12,6 +12,7 @@ import pytest
 import redis as redis_sync
 from livekit import api
 
+from agent.worker import retry_delay
 from config.fleet import DispatchMetadata, PoolKeys, agent_name, avatar_identity, room_name
 from scripts.servers import AvatarWorkerProcess
 
@@ -277,3 +278,11 @@ def test_a_worker_that_cannot_start_says_why(livekit_server, redis_url, tmp_path
         w.stop()
     assert "NotADirectoryError" in text or "FileExistsError" in text, text[-2000:]
     assert "_proc_pool" not in text
+
+
+def test_after_a_failed_heartbeat_the_next_comes_sooner_jittered():
+    for failed, interval, low, high in [(1, 1.0, 0.1875, 0.25), (2, 1.0, 0.375, 0.5),
+                                        (10, 1.0, 0.375, 0.5), (10, 0.2, 0.15, 0.2)]:
+        delays = [retry_delay(failed, interval) for _ in range(200)]
+        assert low <= min(delays) and max(delays) <= high, (failed, min(delays), max(delays))
+        assert max(delays) - min(delays) > 0.01, "jittered, so a fleet does not retry in step"
