@@ -31,6 +31,15 @@ def join(router: RouterProcess, lesson: str, **extra) -> dict:
         return json.loads(r.read())
 
 
+def join_status(router: RouterProcess, lesson: str) -> tuple[int, dict]:
+    """The backend's join as (HTTP status, body), refusals included: what a refused join
+    says (``error``) matters as much as that it was refused."""
+    try:
+        return 200, join(router, lesson)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 async def join_when_ready(router: RouterProcess, lesson: str, limit_s: float = 5.0,
                           live: bool = False) -> dict:
     """Join, retrying the 503s (Retry-After) a router answers while Redis loads or no heartbeat

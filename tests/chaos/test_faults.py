@@ -24,7 +24,7 @@ import redis as redis_sync
 from livekit import rtc
 
 from config.fleet import PoolKeys, avatar_identity
-from scripts.failover import TTL_ENV, join, join_when_ready, say
+from scripts.failover import TTL_ENV, join, join_status, join_when_ready, say
 from scripts.room_probe import Learner
 from scripts.servers import AvatarWorkerProcess, LiveKitServer, RedisServer, RouterProcess
 
@@ -233,6 +233,74 @@ async def test_redis_restart_keeps_the_fleet_and_fences_never_repeat(fleet):
         assert set(seen) == {j["worker_id"]}, "the avatar stayed, alone"
         assert len(fleet.events(j["worker_id"], "job.accepted")) - jobs_before <= 1, \
             "no second dispatch of the running lesson (only the new lesson's)"
+        await hears_the_tutor(fleet, learner, lesson)
+    finally:
+        await learner.leave()
+
+
+STALL_S = 6.0  # Redis silent for longer than the heartbeat ttl (3 s)
+SPEECH = ("Let us read the whole paragraph together, slowly and clearly. Listen to each word "
+          "as I say it, and then we will practise the difficult ones again, one by one.")
+
+
+async def test_redis_that_stops_answering_fails_fast_and_the_lesson_plays_on(fleet):
+    """Redis stops answering (SIGSTOP: connections stay open and nothing comes back, as when a
+    network drops its packets) for longer than the heartbeat ttl while the tutor speaks. The
+    worker does not sit waiting for replies: its heartbeats fail within its Redis timeout and keep
+    coming; a new lesson asked for meanwhile is refused at once (503, Retry-After) instead of
+    hanging; the learner hears and sees the tutor throughout; once Redis answers, the heartbeat
+    lands within a cycle and the lesson stays with its worker, alone."""
+    lesson = "chaos-redis-stall"
+    j = await asyncio.to_thread(join, fleet.router, lesson)
+    worker = j["worker_id"]
+    learner = Learner()
+    await learner.join(fleet.lk, lesson, j["token"])
+    try:
+        await wait_avatar(learner, lesson, worker, 30)
+        await learner.wait_tracks()
+        failed_before = len(fleet.events(worker, "fleet.heartbeat_failed"))
+        restored_before = len(fleet.events(worker, "fleet.heartbeat_restored"))
+        assert await asyncio.to_thread(say, fleet.router, lesson, SPEECH) == 202
+        await asyncio.sleep(1.0)  # the tutor is speaking
+        redis_pid = fleet.redis.proc.pid
+        os.kill(redis_pid, signal.SIGSTOP)
+        t_stop = time.monotonic()
+        try:
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            code, body = await asyncio.to_thread(join_status, fleet.router, "chaos-stall-new")
+            refused_s = time.monotonic() - t0
+            await asyncio.sleep(max(0.0, STALL_S - (time.monotonic() - t_stop)))
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        t_cont = time.monotonic()
+        print(f"new lesson during the stall: {code} {body} in {refused_s:.2f} s")
+        assert (code, body.get("error")) == (503, "redis_unavailable"), (code, body)
+        assert refused_s < 2.0, f"the refusal took {refused_s:.1f} s"
+
+        # the worker kept trying, each try bounded (2 x 0.5 s timeout), never one long wait
+        failed = fleet.events(worker, "fleet.heartbeat_failed")[failed_before:]
+        print("\n".join(f"heartbeat failed after {e['took_s']} s: {e['error']}" for e in failed))
+        assert len(failed) >= 2, "heartbeats kept coming while Redis was silent"
+        assert max(e["took_s"] for e in failed) <= 1.5, "no heartbeat waited past its timeout"
+
+        # the learner heard and saw the tutor through the stall
+        mouth, audio = learner.window(t_stop, t_cont)
+        fps = len(mouth) / (t_cont - t_stop)
+        print(f"during the stall: {fps:.1f} frames/s, audio p90 {np.percentile(audio, 90):.3f}")
+        assert fps >= 15, f"the video went on ({fps:.1f} frames/s)"
+        assert audio.size and np.percentile(audio, 90) > 0.02, "the tutor went on speaking"
+
+        deadline = time.monotonic() + 5
+        while not (restored := fleet.events(worker, "fleet.heartbeat_restored")[restored_before:]):
+            assert time.monotonic() < deadline, "the heartbeat lands once Redis answers"
+            await asyncio.sleep(0.1)
+        print(f"heartbeat restored: {restored[-1]}")
+        assert restored[-1]["away_s"] <= STALL_S + 3.0
+        seen = await watch(learner, lesson, 4.0)
+        assert set(seen) == {worker}, "the avatar stayed, alone"
+        row = fleet.lesson(lesson)
+        assert (row["worker"], int(row["fence"])) == (worker, j["fence"]), row
         await hears_the_tutor(fleet, learner, lesson)
     finally:
         await learner.leave()

@@ -12,19 +12,15 @@ back by the worker, ``lesson.adopted``); fences never repeat; the avatar stays i
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import redis as redis_sync
 
 from config.fleet import PoolKeys, avatar_identity
-from scripts.failover import join
+from scripts.failover import join, join_status
 from scripts.room_probe import Learner
 from scripts.servers import (
-    DEV_API_KEY,
     AvatarWorkerProcess,
     LiveKitServer,
     RedisClusterServer,
@@ -33,18 +29,6 @@ from scripts.servers import (
 
 pytestmark = [pytest.mark.livekit, pytest.mark.redis]
 CLUSTER_ENV = {"AVATAR_REDIS_CLUSTER": "true"}
-
-
-def _join_status(router: RouterProcess, lesson: str) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        f"http://{router.address}/v1/lessons/{lesson}/join", method="POST",
-        data=json.dumps({"user_id": f"u-{lesson}", "display_name": "Ada"}).encode(),
-        headers={"X-API-Key": DEV_API_KEY, "content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def _heartbeats(worker: AvatarWorkerProcess) -> str:
@@ -77,7 +61,7 @@ async def test_a_primary_fails_over_under_load_and_fencing_holds():
                     i = 0
                     while not stop.is_set():
                         lesson = lessons[i % len(lessons)]
-                        code, body = await asyncio.to_thread(_join_status, router, lesson)
+                        code, body = await asyncio.to_thread(join_status, router, lesson)
                         results.append((time.monotonic(), lesson, code, body))
                         i += 1
                         await asyncio.sleep(0.02)
@@ -122,7 +106,7 @@ async def test_a_primary_fails_over_under_load_and_fencing_holds():
                 # each refusal is printed with the worker's heartbeat story, as the one CI run
                 # that was refused here (body unknown then) should have been.
                 for _ in range(3):
-                    code, new = await asyncio.to_thread(_join_status, router, "cl-new")
+                    code, new = await asyncio.to_thread(join_status, router, "cl-new")
                     if code == 200:
                         break
                     print(f"new lesson refused {time.monotonic() - t_kill:.1f} s after the "
