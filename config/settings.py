@@ -65,7 +65,9 @@ class WorkerSettings(BaseModel):
     # The longest the worker waits on Redis for one reply (and to connect); a command is tried
     # twice at most. A Redis that stops answering then fails a heartbeat in ~2x this instead
     # of holding the heartbeat loop (fence checks, new dispatches) for redis-py's 5 s.
-    redis_timeout_s: float = Field(0.5, gt=0, le=10)
+    # Unset: as long as the ttl allows, (ttl - interval) / 2, at most 1.5 s (1.5 s at the
+    # defaults): the wait includes the worker's own event loop, which a busy box can hold up.
+    redis_timeout_s: float | None = Field(None, gt=0, le=10)
     captions: bool = False  # transcribe learners' microphones (agent/captions.py)
     # base: multilingual Whisper base; tiny.en: English only, about half the CPU
     captions_model: Literal["base", "tiny.en"] = "base"
@@ -120,6 +122,9 @@ class WorkerSettings(BaseModel):
     @model_validator(mode="after")
     def _heartbeat_fits_ttl(self) -> WorkerSettings:
         # a heartbeat that times out on both tries must leave time for the next one
+        if self.redis_timeout_s is None:
+            self.redis_timeout_s = min(
+                1.5, (self.heartbeat_ttl_s - self.heartbeat_interval_s) / 2)
         if 2 * self.redis_timeout_s + self.heartbeat_interval_s > self.heartbeat_ttl_s:
             raise ValueError(
                 f"2 x redis_timeout_s ({self.redis_timeout_s}) + heartbeat_interval_s "

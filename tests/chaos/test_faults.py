@@ -278,11 +278,12 @@ async def test_redis_that_stops_answering_fails_fast_and_the_lesson_plays_on(fle
         assert (code, body.get("error")) == (503, "redis_unavailable"), (code, body)
         assert refused_s < 2.0, f"the refusal took {refused_s:.1f} s"
 
-        # the worker kept trying, each try bounded (2 x 0.5 s timeout), never one long wait
+        # the worker kept trying, each try bounded (2 x its 1 s timeout at the 3 s ttl), never
+        # one long wait
         failed = fleet.events(worker, "fleet.heartbeat_failed")[failed_before:]
         print("\n".join(f"heartbeat failed after {e['took_s']} s: {e['error']}" for e in failed))
         assert len(failed) >= 2, "heartbeats kept coming while Redis was silent"
-        assert max(e["took_s"] for e in failed) <= 1.5, "no heartbeat waited past its timeout"
+        assert max(e["took_s"] for e in failed) <= 2.5, "no heartbeat waited past its timeout"
 
         # the learner heard and saw the tutor through the stall
         mouth, audio = learner.window(t_stop, t_cont)

@@ -113,9 +113,12 @@ def test_caption_languages_are_ours_and_fit_the_model(monkeypatch):
 
 
 def test_the_workers_redis_timeout_leaves_a_heartbeat_room_in_its_ttl(monkeypatch):
-    # default: two 0.5 s tries + a 1 s interval fit the 4 s ttl
+    # default: two 1.5 s tries + a 1 s interval fit the 4 s ttl; a shorter ttl, shorter tries
     s = load_settings()
-    assert (s.worker.redis_timeout_s, s.worker.heartbeat_ttl_s) == (0.5, 4.0)
+    assert (s.worker.redis_timeout_s, s.worker.heartbeat_ttl_s) == (1.5, 4.0)
+    monkeypatch.setenv("AVATAR_WORKER__HEARTBEAT_TTL_S", "2")
+    assert load_settings().worker.redis_timeout_s == 0.5
+    monkeypatch.delenv("AVATAR_WORKER__HEARTBEAT_TTL_S")
     monkeypatch.setenv("AVATAR_WORKER__REDIS_TIMEOUT_S", "2")
     with pytest.raises(SettingsError, match=r"AVATAR_WORKER: .*redis_timeout_s \(2.0\).*"
                                             r"heartbeat_ttl_s \(4.0\)"):
