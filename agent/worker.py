@@ -250,7 +250,8 @@ class AvatarServer(AgentServer):
         has the same identity, and two sessions under one identity end with neither. Write
         back the lessons Redis lost (restarted without its data), as this worker's."""
         held = dict(self._lessons)
-        adopt, self.fleet.data_lost = self.fleet.data_lost, False
+        adopt = self.fleet.data_lost  # cleared once every lost lesson is written back: a Redis
+        # error on the way leaves it set, so the next heartbeat's check adopts them still
         for lesson, status in (await self.fleet.check_lessons(held)).items():
             # missing: released (the router removes the avatar; our release is on its way), or
             # lost with Redis's data, which is written back
@@ -268,6 +269,8 @@ class AvatarServer(AgentServer):
                              action="leaving the room")
             if (s := self._sessions.pop(lesson, None)) is not None:
                 s[1]("fence superseded")
+        if adopt:
+            self.fleet.data_lost = False
 
     async def _stop_heartbeat(self) -> None:
         if self._heartbeat_task:

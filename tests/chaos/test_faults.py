@@ -142,6 +142,7 @@ async def test_a_worker_frozen_past_its_ttl_never_displaces_its_replacement(flee
         frozen = fleet.workers[first].proc
         os.killpg(frozen.pid, signal.SIGSTOP)
         t_stop = time.monotonic()
+        wall_stop = datetime.datetime.now(datetime.UTC)
         try:
             moved_s = await wait_avatar(learner, lesson, other, 20)
             await asyncio.sleep(max(0.0, 15 - (time.monotonic() - t_stop)))
@@ -149,16 +150,21 @@ async def test_a_worker_frozen_past_its_ttl_never_displaces_its_replacement(flee
             os.killpg(frozen.pid, signal.SIGCONT)
         seen = await watch(learner, lesson, 8.0)  # the stale session wakes up
         assert moved_s < 8, f"the lesson moved {moved_s:.1f} s after the freeze"
-        # Usually no gap at all. In some runs the resumed worker's WebRTC reconnects before its
-        # fence check makes it leave, and LiveKit drops the replacement (same identity) for
-        # it; the replacement then reports the lesson lost and is dispatched again (~4 s),
+        # Usually no gap at all. In some runs the resumed worker's WebRTC reconnects (the Rust
+        # SDK's own threads, the moment the process runs again) before its fence check makes
+        # it leave, and LiveKit drops the replacement (same identity) for it; the replacement
+        # then reports the lesson lost and the router dispatches it again at its next
+        # reconcile (<= 1 s), and the new session joins: 3-5.3 s on a busy 2-core CI box,
         # possibly after the watch ended: the time it still takes counts as missing too.
         gaps = sum(w is None for w in seen) * 0.05
         if seen[-1] != other:
             gaps += await wait_avatar(learner, lesson, other, 10)
+        if gaps:
+            print(f"the avatar was missing {gaps:.1f} s after the resume:\n"
+                  f"{fleet.timeline(wall_stop)}")
         assert fleet.lesson(lesson)["worker"] == other
         assert first not in seen, "the resumed worker's stale session never came back"
-        assert gaps <= 5.0, f"the avatar was missing {gaps:.1f} s after the resume"
+        assert gaps <= 7.0, f"the avatar was missing {gaps:.1f} s after the resume"
         assert fleet.workers[first].running, "the frozen worker lives on"
         assert fleet.events(first, "lesson.superseded") or fleet.events(first, "session.ended")
         await hears_the_tutor(fleet, learner, lesson)
@@ -315,10 +321,17 @@ async def test_redis_that_lost_its_data_is_rebuilt_from_the_workers(fleet):
     try:
         await wait_avatar(learner, lesson, j["worker_id"], 30)
         port = fleet.redis.port
+        t_kill = datetime.datetime.now(datetime.UTC)
         fleet.redis.kill()
         fleet.redis = RedisServer(port=port).start()  # same address, empty
-        await asyncio.sleep(2.5)  # a heartbeat or two
-        row = fleet.lesson(lesson)
+        t0 = time.monotonic()
+        # The worker's next heartbeat finds its own hash gone and writes its lessons back: a
+        # heartbeat interval (1 s) plus retries after the restart, well inside the ttl (3 s).
+        while "worker" not in (row := fleet.lesson(lesson)):
+            assert time.monotonic() - t0 < 6, (
+                f"the lesson was not written back in 6 s:\n{fleet.timeline(t_kill)}")
+            await asyncio.sleep(0.1)
+        print(f"lesson written back {time.monotonic() - t0:.2f} s after Redis restarted")
         assert row["worker"] == j["worker_id"] and int(row["fence"]) == j["fence"], row
         assert fleet.events(j["worker_id"], "lesson.adopted")
         again = await asyncio.to_thread(join, fleet.router, lesson)
