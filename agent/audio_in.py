@@ -89,7 +89,7 @@ class _Stream:
 
 class VoiceAgentReceiver(AudioReceiver):
     def __init__(self, room: rtc.Room, sender_identity: str | None = None, *,
-                 stall_s: float = 3.0, max_queued_s: float = 60.0,
+                 stall_s: float = 8.0, max_queued_s: float = 60.0,
                  max_pending_streams: int = 4, rpc_retries: int = 3,
                  lesson_id: str = "",
                  position_of: Callable[[float], float] | None = None) -> None:
@@ -313,11 +313,15 @@ class VoiceAgentReceiver(AudioReceiver):
         result = "played"
         chunks = aiter(stream.reader)
         cut = asyncio.ensure_future(self._cut.wait())
+        longest_gap_s = 0.0  # the longest wait for a chunk after the first: a network hiccup
         try:
             while True:
                 nxt = asyncio.ensure_future(anext(chunks))
+                t_wait = time.monotonic()
                 done, _ = await asyncio.wait({nxt, cut}, timeout=self._stall_s,
                                              return_when=asyncio.FIRST_COMPLETED)
+                if first_at is not None:
+                    longest_gap_s = max(longest_gap_s, time.monotonic() - t_wait)
                 if self._cut.is_set() or nxt not in done:
                     # a cut wins over a chunk that arrived with it: nothing read after a clear
                     # may reach the runner, whose queue the clear has just emptied
@@ -353,7 +357,11 @@ class VoiceAgentReceiver(AudioReceiver):
         if result != "played":
             log_fn = self._log.info if result == "sender_left" else self._log.warning
             log_fn("audio_in.stream_ended_early", reason=result, sent_s=round(sent_s, 2),
-                   max_queued_s=self._max_queued_s, stall_s=self._stall_s, **ids)
+                   longest_gap_s=round(longest_gap_s, 2), max_queued_s=self._max_queued_s,
+                   stall_s=self._stall_s, **ids)
+        elif longest_gap_s > 1.0:  # played whole, but the network held it up this long
+            self._log.info("audio_in.stream_held_up", longest_gap_s=round(longest_gap_s, 2),
+                           sent_s=round(sent_s, 2), **ids)
         if sent_s > 0:
             self._ch.send_nowait(AudioSegmentEnd())  # the runner reports what played
         else:

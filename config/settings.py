@@ -80,7 +80,9 @@ class WorkerSettings(BaseModel):
     # livekit-server's ``agents.target_load``: it offers jobs only to workers reporting less.
     livekit_target_load: float = Field(0.7, gt=0, le=1)
     # A voice agent's stream that sends nothing for this long ends its segment (agent/audio_in).
-    stall_s: float = Field(3.0, ge=0.2, le=30)
+    # The stream rides SCTP, whose retransmission timeout starts at 1 s and doubles on each
+    # loss: a half-second outage with two retransmissions lost holds it up 1 + 2 + 4 s.
+    stall_s: float = Field(8.0, ge=0.2, le=30)
     # The most audio a voice agent may queue ahead of playback; the rest of that stream is cut.
     max_queued_s: float = Field(60.0, ge=1, le=600)
     # livekit-agents' health endpoint (GET / and /worker): 0 = any free port; Kubernetes probes

@@ -64,6 +64,12 @@ async def _avatar_joined(agent: RawVoiceAgent, lesson: str, timeout: float = 30)
         await asyncio.sleep(0.1)
 
 
+def _events(logfile: Path, name: str) -> list[dict]:
+    lines = logfile.read_text(errors="replace").splitlines()
+    return [e for e in (json.loads(x) for x in lines if x.startswith("{"))
+            if e.get("event") == name]
+
+
 def _candidates(logfile: Path) -> dict:
     """LiveKit's ICE candidates for the last participant it gave up on, from its JSON log."""
     for line in reversed(logfile.read_text(errors="replace").splitlines()):
@@ -165,8 +171,12 @@ async def test_a_lesson_survives_loss_and_a_stall(impaired, tmp_path):
         ns.loss(0)
         await agent.room.disconnect()
     got, offsets = await _heard_in_sync(learner, out, seconds, spans)
+    held = [e["longest_gap_s"] for e in _events(w.logfile, "audio_in.stream_held_up")]
     print({"underruns": underruns, "av_offsets_ms": [round(o) for o in offsets],
-           "first_frame_s": round(got["first_frame_s"], 2)})
+           "first_frame_s": round(got["first_frame_s"], 2), "held_up_s": held})
+    # the stall held the voice agent's stream up (SCTP retransmits a second later) and ops
+    # can read it in the worker's log; the utterance still played whole (_utterance)
+    assert held and max(held) > 1.0, held
     # One reading at a Python learner is good to about +-20 ms (a fresh clone's CI read +45 once
     # where five runs read -25...+30): each utterance within +-60 ms, the two together within
     # +-40. The stall freezes picture and sound for half a second: judged apart.
