@@ -20,8 +20,12 @@ delays go into a histogram that forgets with a time constant of ``forget_ms`` (N
 histogram); the target is its ``quantile`` plus a margin. A packet that arrives after its slot
 was concealed, or later than that target, is a *peak* (packets within a second of each other,
 one stall's burst, are one peak); once ``peak_count`` peaks came within ``peak_hold_ms`` the
-target holds the highest until they stop for ``peak_hold_ms`` (NetEq's peak detector). The
-target is clamped to ``[min_ms, max_ms]``.
+target holds a peak's height until they stop for ``peak_hold_ms`` (NetEq's peak detector).
+Which of the held peaks' heights is held follows what actually came late: the highest at first,
+then lower while packets keep coming in time, higher on each late one, so about
+``late_budget`` of the packets come late (a network whose spikes are random cannot be
+outguessed; holding the highest spike of the last 20 s bought a late rate far under the budget
+with 100 ms more delay). The target is clamped to ``[min_ms, max_ms]``.
 
 **Following the target without stalls.** The playout delay of the next slot behind the
 fastest packet's timeline is steered to the target by time-stretching, not by waiting for an
@@ -82,6 +86,12 @@ class JitterConfig:
     peak_hold_ms: float = 20_000.0
     peak_count: int = 2  # late packets within peak_hold_ms that make the target hold a peak
     peak_quantile: float = 1.0  # which of the held peaks' heights the target holds (1: highest)
+    # The share of packets allowed to come after their slot was concealed: each late packet
+    # moves the held peak's quantile up by late_step, each packet on time down by
+    # late_step * late_budget / (1 - late_budget), so it settles where that share comes late
+    # (a Robbins-Monro quantile tracker). 0: the quantile stays at peak_quantile.
+    late_budget: float = 0.0025
+    late_step: float = 0.1
     hysteresis_ms: float = 20.0
     anchor_window_ms: float = 1_000.0  # the fastest packet is looked for this far back
     trial_conceal: bool = True  # an empty buffer conceals on trial before it calls a stall
@@ -96,13 +106,17 @@ class JitterConfig:
             raise ValueError("need packet_ms > 0 and 0 <= min_ms <= max_ms")
         if not 0 < self.refill <= 1 or not 0 < self.quantile <= 1:
             raise ValueError("refill must be in (0, 1] and quantile in (0, 1]")
+        if not (0 <= self.late_budget < 0.5 and 0 <= self.peak_quantile <= 1
+                and 0 < self.late_step <= 1):
+            raise ValueError("need 0 <= late_budget < 0.5, 0 <= peak_quantile <= 1 and "
+                             "0 < late_step <= 1")
         if self.stretch_in < 2:
             raise ValueError("stretch_in must be at least 2")
 
 
 SEED_FIXED = JitterConfig(adaptive=False, fixed_target_ms=160.0, initial_ms=128.0, min_ms=40.0,
                           max_ms=240.0, refill=0.30, stretch=False, stretch_in=4, margin_ms=0.0,
-                          anchor_window_ms=float("inf"), trial_conceal=False)
+                          anchor_window_ms=float("inf"), trial_conceal=False, late_budget=0.0)
 """Seed 003's fixed settings: target 160 ms, min playback 40 ms, initial 128 ms, max 240 ms,
 refill at 30 %, catch-up by dropping one packet in four."""
 
@@ -206,6 +220,9 @@ class DelayEstimator:
         self._forget = math.exp(-cfg.packet_ms / cfg.forget_ms)
         self._n = 0
         self._peaks: deque[tuple[float, float]] = deque()  # (arrival, relative delay)
+        self.peak_quantile = cfg.peak_quantile  # moved by late packets toward the late budget
+        self._down = (cfg.late_step * cfg.late_budget / (1.0 - cfg.late_budget)
+                      if cfg.late_budget else 0.0)
         self.target_ms = cfg.initial_ms if cfg.adaptive else cfg.fixed_target_ms
 
     def observe(self, rel_ms: float, now_ms: float, late: bool) -> None:
@@ -214,6 +231,9 @@ class DelayEstimator:
         self._hist *= self._forget
         self._hist[min(len(self._hist) - 1, int(max(0.0, rel_ms) / self.BIN_MS))] += 1.0
         self._n += 1
+        if self._down:
+            self.peak_quantile = (min(1.0, self.peak_quantile + self.cfg.late_step) if late
+                                  else max(0.0, self.peak_quantile - self._down))
         if late or (self._n >= 20 and rel_ms > self._quantile_target()):
             # A peak: consecutive packets above the statistics (one stall's burst) are one event.
             if self._peaks and now_ms - self._peaks[-1][0] < self.PEAK_MERGE_MS:
@@ -241,7 +261,8 @@ class DelayEstimator:
         target = self._quantile_target()
         if len(self._peaks) >= cfg.peak_count:
             heights = np.fromiter((r for _, r in self._peaks), float, len(self._peaks))
-            target = max(target, float(np.quantile(heights, cfg.peak_quantile)) + cfg.margin_ms)
+            target = max(target, float(np.quantile(heights, self.peak_quantile))
+                         + cfg.margin_ms)
         self.target_ms = min(cfg.max_ms, max(cfg.min_ms, target))
 
 
@@ -447,7 +468,7 @@ class JitterBuffer:
         # Playout delay behind the fastest recent packet's timeline: the quantity the target
         # is about. A burst is far above it (early audio), so it is never slowed down.
         behind = now_ms - (seg.anchor_ms + seq * pms)
-        level = seg.in_row(k + 1) * pms
+        level = seg.in_row() * pms  # all the audio in hand, not only the block to stretch
         # Catching up. Time lost to stalls and expansions is taken back (the added delay from
         # packet 0's arrival says how much); a long real-time stream also follows a target
         # that came down or a sender clock that runs fast. Audio that merely came early (a

@@ -55,9 +55,13 @@ CONFIGS = {
 SWEEP = {  # the peak detector's settings: late-concealed against delay
     "no peak hold": dict(peak_count=10**9),
     "q 0.99, no peak hold": dict(peak_count=10**9, quantile=0.99),
-    "hold median peak, 3 in 10 s": dict(peak_count=3, peak_quantile=0.5, peak_hold_ms=10_000.0),
-    "hold median peak, 2 in 20 s": dict(peak_quantile=0.5),
-    "hold highest peak, 2 in 20 s (default)": dict(),
+    "hold median peak, 3 in 10 s": dict(peak_count=3, peak_quantile=0.5, peak_hold_ms=10_000.0,
+                                        late_budget=0.0),
+    "hold median peak, 2 in 20 s": dict(peak_quantile=0.5, late_budget=0.0),
+    "hold highest peak, 2 in 20 s": dict(late_budget=0.0),
+    "held peak follows 0.1 % late": dict(late_budget=0.001),
+    "held peak follows 0.25 % late (default)": dict(),
+    "held peak follows 0.4 % late": dict(late_budget=0.004),
 }
 SWEEP_TRACES = ("wifi", "heavy_tail", "turns")
 GOALS = {"late_concealed_pct": 0.5, "delay_median_ms": 100.0, "speech_dropped": 0}
