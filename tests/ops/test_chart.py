@@ -155,12 +155,13 @@ def _env(container: dict, secret: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def test_every_process_accepts_the_settings_the_chart_gives_it(tmp_path, monkeypatch):
-    objs = render(None)
+def _settings(objs: list[dict], tmp_path: Path, monkeypatch) -> list[tuple[str, object]]:
+    """(container name, the settings it loads from the environment the chart gives it) for
+    the router and each worker pool; a misnamed or invalid setting raises SettingsError."""
     secret = by_kind(objs, "Secret")[0]["stringData"]
     regions = tmp_path / "regions.yaml"
     regions.write_text(secret["regions.yaml"])
-    checked = 0
+    out = []
     for dep in by_kind(objs, "Deployment"):
         c = dep["spec"]["template"]["spec"]["containers"][0]
         if c["name"] not in ("router", "worker"):
@@ -172,18 +173,43 @@ def test_every_process_accepts_the_settings_the_chart_gives_it(tmp_path, monkeyp
             monkeypatch.delenv(k)
         for k, v in env.items():
             monkeypatch.setenv(k, v)
-        s = load_settings()  # a misnamed or invalid setting raises SettingsError
+        out.append((c["name"], load_settings()))
+    return out
+
+
+def test_every_process_accepts_the_settings_the_chart_gives_it(tmp_path, monkeypatch):
+    checked = 0
+    for name, s in _settings(render(None), tmp_path, monkeypatch):
         assert s.log_format == "json"
         assert s.redis_url == "redis://fleet-avatar-fleet-redis:6379/0"
-        if c["name"] == "worker":
+        if name == "worker":
             assert s.worker.id == "fleet-worker-abc12"
             assert s.worker.capacity == 4 and s.worker.health_port == 8081
             assert s.worker.pod_deletion_cost and s.metrics_port == 9100
             assert s.livekit.url == "ws://fleet-avatar-fleet-livekit:7880"
             assert s.livekit.api_secret.get_secret_value() == s.regions().get("eu").api_secret \
                 .get_secret_value()
+            # the worker's Redis wait by default fits its 4 s heartbeat ttl: 1.5 s, two tries
+            assert s.worker.heartbeat_ttl_s == 4 and s.worker.redis_timeout_s == 1.5
+        else:
+            assert s.router.redis_timeout_s == 0.5
         checked += 1
     assert checked == 2  # the worker pool and the router
+
+
+def test_redis_timeouts_reach_the_processes_and_one_the_ttl_cannot_hold_is_refused(
+        tmp_path, monkeypatch):
+    got = dict(_settings(render(None, "--set-json", "worker.redisTimeoutS=1.2",
+                                "--set-json", "router.redisTimeoutS=0.8"), tmp_path, monkeypatch))
+    assert got["worker"].worker.redis_timeout_s == 1.2
+    assert got["router"].router.redis_timeout_s == 0.8
+    # two 2 s tries and the 1 s interval outlast a 4 s ttl: refused at install, not in a
+    # crash-looping pod
+    r = subprocess.run([str(helm()), "template", "fleet", str(CHART), "--kube-version",
+                        KUBE_VERSION, "--set-json", "worker.redisTimeoutS=2"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "worker.redisTimeoutS (2)" in r.stderr and "heartbeatTtlS (4)" in r.stderr, r.stderr
 
 
 def test_the_chart_ships_our_nginx_config_and_nginx_accepts_it(tmp_path):
