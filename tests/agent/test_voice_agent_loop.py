@@ -140,6 +140,16 @@ async def test_a_voice_agent_hears_the_learner_and_barge_in_clears_the_avatar(
             reply = created[-1]
             assert await _heard(learner, time.monotonic(), 20), "the tutor answers the question"
             await asyncio.wait_for(reply.wait_for_playout(), 20)
+            # With a slow STT (Whisper on a busy 2-core box) the transcript can come after the
+            # session committed the turn: livekit-agents then drops the reply it began and makes
+            # another. The answer the session settles on must play whole; a reply cut while it
+            # was still the session's last is the avatar's fault.
+            replaced = 0
+            while reply.interrupted and created[-1] is not reply:
+                replaced += 1
+                reply = created[-1]
+                await asyncio.wait_for(reply.wait_for_playout(), 20)
+            print(f"the answer played after {replaced} replaced replies")
             assert not reply.interrupted
             assert not finished[-1].interrupted
 
