@@ -24,8 +24,8 @@ target holds a peak's height until they stop for ``peak_hold_ms`` (NetEq's peak 
 Which of the held peaks' heights is held follows what actually came late: the highest at first,
 then lower while packets keep coming in time, higher on each late one, so about
 ``late_budget`` of the packets come late (a network whose spikes are random cannot be
-outguessed; holding the highest spike of the last 20 s bought a late rate far under the budget
-with 100 ms more delay). The target is clamped to ``[min_ms, max_ms]``.
+outguessed; holding the highest spike of the last 20 s buys a late rate far under the budget
+at a longer delay). The target is clamped to ``[min_ms, max_ms]``.
 
 **Following the target without stalls.** The playout delay of the next slot behind the
 fastest packet's timeline is steered to the target by time-stretching, not by waiting for an

@@ -64,12 +64,6 @@ async def _avatar_joined(agent: RawVoiceAgent, lesson: str, timeout: float = 30)
         await asyncio.sleep(0.1)
 
 
-def _events(logfile: Path, name: str) -> list[dict]:
-    lines = logfile.read_text(errors="replace").splitlines()
-    return [e for e in (json.loads(x) for x in lines if x.startswith("{"))
-            if e.get("event") == name]
-
-
 def _candidates(logfile: Path) -> dict:
     """LiveKit's ICE candidates for the last participant it gave up on, from its JSON log."""
     for line in reversed(logfile.read_text(errors="replace").splitlines()):
@@ -171,7 +165,8 @@ async def test_a_lesson_survives_loss_and_a_stall(impaired, tmp_path):
         ns.loss(0)
         await agent.room.disconnect()
     got, offsets = await _heard_in_sync(learner, out, seconds, spans)
-    held = [e["longest_gap_s"] for e in _events(w.logfile, "audio_in.stream_held_up")]
+    held = [e["longest_gap_s"] for e in w.log_lines()
+            if e.get("event") == "audio_in.stream_held_up"]
     print({"underruns": underruns, "av_offsets_ms": [round(o) for o in offsets],
            "first_frame_s": round(got["first_frame_s"], 2), "held_up_s": held})
     # the stall held the voice agent's stream up (SCTP retransmits a second later) and ops
